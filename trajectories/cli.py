@@ -1,0 +1,159 @@
+"""The `trajectories` command: a thin layer over suites, tasks, sweep, curves, plots and analysis."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+from trajectories.store import StoreError
+from trajectories.suites import STEPS_HELP, SuiteError
+from trajectories.tasks import BLIMP_DIR_ENV, TaskError
+
+USER_ERRORS = (SuiteError, TaskError, StoreError)
+
+
+def _suite_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--suite", required=True, help="pythia | hf:<org/repo> | local:<dir>")
+    parser.add_argument("--models", help="comma-separated model names (default: every model of the suite)")
+    parser.add_argument("--steps", default="all", help=STEPS_HELP)
+
+
+def _checkpoints(args):
+    from trajectories.suites import get_suite, resolve_checkpoints
+
+    suite = get_suite(args.suite)
+    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
+    return suite, resolve_checkpoints(suite, models, args.steps)
+
+
+def cmd_suites(args) -> int:
+    from trajectories.suites import PYTHIA, SUITE_KINDS
+
+    print(f"Suites: {', '.join(SUITE_KINDS)}\n")
+    print(f"pythia: {PYTHIA.description}")
+    for model in PYTHIA.models.values():
+        print(f"  {model.name:<14} {model.params:>15,} params  {model.layers:>2} layers  d_model {model.d_model:<5}"
+              f" heads {model.heads:<3} lr {model.learning_rate:g}  {model.repo}")
+    print("\nhf:<org/repo>  any hub repo whose branches name steps (step<N>, step<N>-tokens<M>B, stage<K>-step<N>-…)")
+    print("local:<dir>    <dir>/<model>/step<N>/ Hugging Face folders; optional <dir>/suite.json")
+    return 0
+
+
+def cmd_checkpoints(args) -> int:
+    _, checkpoints = _checkpoints(args)
+    print("model\tstep\ttokens\tsource")
+    for c in checkpoints:
+        print(f"{c.model.name}\t{c.step}\t{c.tokens if c.tokens is not None else ''}\t"
+              f"{c.path or f'{c.model.repo}@{c.revision}'}")
+    return 0
+
+
+def _default_out(args) -> Path:
+    suite = re.sub(r"[^A-Za-z0-9.]+", "-", Path(args.suite.split(":", 1)[-1]).name).strip("-")
+    tasks = re.sub(r"[^A-Za-z0-9.]+", "-", args.tasks).strip("-")
+    return Path("results") / (f"{suite}_{tasks}" + (f"_limit{args.limit}" if args.limit else ""))
+
+
+def cmd_sweep(args) -> int:
+    from trajectories.schema import EvalSettings, SweepSpec
+    from trajectories.sweep import run_sweep
+    from trajectories.tasks import TaskCatalog
+
+    suite, checkpoints = _checkpoints(args)
+    catalog = TaskCatalog(blimp_dir=args.blimp_dir)
+    tasks = catalog.expand(args.tasks)
+    catalog.check_data(tasks)
+    spec = SweepSpec(suite.name, tuple(tasks), args.limit, args.dtype, args.trust_remote_code)
+    settings = EvalSettings(_device(args.device), args.batch_size, args.blimp_dir)
+    out = Path(args.out) if args.out else _default_out(args)
+    print(f"{len(checkpoints)} checkpoints x {len(tasks)} tasks -> {out}", file=sys.stderr)
+    summary = run_sweep(spec, checkpoints, out, settings, force=args.force, suite_description=suite.description)
+    print(summary.report())
+    return 0 if summary.ok else 1
+
+
+def _device(device: str | None) -> str:
+    if device:
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def cmd_status(args) -> int:
+    from trajectories.store import Store
+
+    store = Store(args.out)
+    requested = store.requested()
+    done = {(u["model"]["name"], u["step"]) for u in store.done_units()}
+    failures = {(f["model"], f["step"]): f["reason"] for f in store.failures()}
+    spec = store.spec()
+    print(f"{store.out}: suite {spec.suite}, {len(spec.tasks)} tasks, limit {spec.limit}, dtype {spec.dtype}")
+    print(f"{'model':<24}{'done':>6}{'failed':>8}{'pending':>9}")
+    for model in sorted({m for m, _ in requested}):
+        units = [u for u in requested if u[0] == model]
+        n_done = sum(u in done for u in units)
+        n_failed = sum(u in failures and u not in done for u in units)
+        print(f"{model:<24}{n_done:>6}{n_failed:>8}{len(units) - n_done - n_failed:>9}")
+    for (model, step), reason in sorted(failures.items()):
+        if (model, step) not in done:
+            print(f"  failed {model} step {step}: {reason}")
+    return 0
+
+
+def cmd_collect(args) -> int:
+    from trajectories.curves import collect
+
+    table = collect(args.out)
+    print(f"{len(table)} rows, {table.model.nunique()} models, {table.step.nunique()} steps, "
+          f"{table.task.nunique()} tasks")
+    print(f"curves: {Path(args.out) / 'curves.parquet'} (and .csv)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="trajectories", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("suites", help="list suites and models").set_defaults(func=cmd_suites)
+
+    p = sub.add_parser("checkpoints", help="print the resolved (model, step, tokens, source) list; runs nothing")
+    _suite_args(p)
+    p.set_defaults(func=cmd_checkpoints)
+
+    p = sub.add_parser("sweep", help="evaluate tasks on every checkpoint (resumable)")
+    _suite_args(p)
+    p.add_argument("--tasks", required=True, help="blimp | blimp:<phenomenon> | <task> | minigrammar | ... (comma list)")
+    p.add_argument("--blimp-dir", help=f"local folder of BLiMP's jsonl files (or ${BLIMP_DIR_ENV}); default: the hub")
+    p.add_argument("--limit", type=int, help="first N items of each task")
+    p.add_argument("--out", help="results folder (default: results/<suite>_<tasks>)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    p.add_argument("--dtype", default="auto", help="auto | float32 | float16 | bfloat16 (auto: float32 on CPU)")
+    p.add_argument("--batch-size", default=32, type=lambda s: s if s.startswith("auto") else int(s))
+    p.add_argument("--force", action="store_true", help="re-evaluate units that are already done")
+    p.add_argument("--trust-remote-code", action="store_true", help="allow model code from the hub (off by default)")
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("status", help="done / failed / pending units per model")
+    p.add_argument("out")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("collect", help="rebuild the curves table from a sweep's units")
+    p.add_argument("out")
+    p.set_defaults(func=cmd_collect)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except USER_ERRORS as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

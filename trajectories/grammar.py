@@ -1,0 +1,563 @@
+"""A probabilistic grammar of a small English fragment: a training corpus and BLiMP-style minimal pairs.
+
+The fragment has proper names, nouns with number (and gender for people), determiners (the/a/this/that/these/those),
+adjectives, transitive and intransitive verbs agreeing in the present, past and perfect tenses (with irregular past
+participles), reflexives, negation and the NPI "ever", prepositional phrases and relative clauses on subjects
+(agreement attractors), and simple yes/no and wh-questions. Everything is deterministic given a seed.
+
+Paradigms are drawn from the same grammar as the corpus, so they are in distribution, but their grammatical
+sentences are excluded from any corpus built for the suite: a model scores them by generalisation, not recall.
+Sentences are words separated by single spaces with the final punctuation attached to the last word; the suite's
+tokenizer splits it off.
+
+    python -m trajectories.grammar --write-tasks tasks/minigrammar     # regenerate the committed lm-eval tasks
+    python -m trajectories.grammar --sample 20                         # print corpus sentences
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from collections.abc import Callable
+from pathlib import Path
+from typing import NamedTuple
+
+TASK_SEED = 0  # the seed of the committed tasks/minigrammar, and so of the sentences every suite corpus excludes
+N_PAIRS = 1000
+
+SG, PL = "sg", "pl"
+
+
+class Noun(NamedTuple):
+    sg: str
+    pl: str
+    gender: str  # "m"/"f": a person of that gender; "n": a person of either; "i": an animal or thing ("itself")
+    person: bool
+
+    def form(self, number: str) -> str:
+        return self.sg if number == SG else self.pl
+
+
+class Verb(NamedTuple):
+    base: str
+    s: str  # third person singular present
+    past: str
+    pp: str  # past participle
+    obj: str  # "any": people, animals or things (so also a reflexive); "thing": things only; "": intransitive
+    strict: bool  # never used with the other transitivity in English, so safe for the argument-structure paradigms
+
+    def present(self, number: str) -> str:
+        return self.s if number == SG else self.base
+
+
+def _nouns(spec: str, gender: str, person: bool) -> list[Noun]:
+    return [Noun(*pair.split("/"), gender, person) for pair in spec.split()]
+
+
+MALE_NAMES = "John David Michael Robert James Thomas Peter Daniel".split()
+FEMALE_NAMES = "Mary Sarah Emily Laura Anna Rachel Lisa Helen".split()
+PEOPLE = (
+    _nouns("man/men boy/boys king/kings actor/actors brother/brothers waiter/waiters", "m", True)
+    + _nouns("woman/women girl/girls queen/queens actress/actresses sister/sisters waitress/waitresses", "f", True)
+    + _nouns("teacher/teachers doctor/doctors student/students child/children farmer/farmers lawyer/lawyers", "n", True)
+)
+ANIMALS = _nouns("dog/dogs cat/cats horse/horses bird/birds mouse/mice fox/foxes rabbit/rabbits wolf/wolves", "i", False)
+THINGS = _nouns(
+    "book/books car/cars house/houses picture/pictures letter/letters box/boxes key/keys song/songs "
+    "table/tables cake/cakes window/windows bottle/bottles",
+    "i",
+    False,
+)
+ANIMATE = PEOPLE + ANIMALS
+ALL_NOUNS = ANIMATE + THINGS
+ADJECTIVES = "big small tall happy young red little".split()  # consonant-initial, so "a" never needs to be "an"
+PREPOSITIONS = "near behind beside with".split()
+DETERMINERS = {SG: ("the", "a", "this", "that"), PL: ("the", "these", "those")}
+DET_WEIGHTS = {SG: (0.5, 0.2, 0.15, 0.15), PL: (0.6, 0.2, 0.2)}
+DEMONSTRATIVES = {SG: ("this", "that"), PL: ("these", "those")}
+HAS = {SG: "has", PL: "have"}
+DOES = {SG: "does", PL: "do"}
+NEUTRAL_ADVERBS = ("also", "really", "already")  # occur where "not" does in the perfect, so they can replace it
+
+TRANSITIVE = [
+    Verb(*v.split(), obj, strict)
+    for vs, obj, strict in [
+        ("see sees saw seen|know knows knew known|hide hides hid hidden|forget forgets forgot forgotten|"
+         "choose chooses chose chosen|hear hears heard heard|watch watches watched watched|"
+         "help helps helped helped|visit visits visited visited|remember remembers remembered remembered",
+         "any", False),
+        ("take takes took taken|find finds found found|like likes liked liked|hate hates hated hated|"
+         "love loves loved loved|admire admires admired admired|praise praises praised praised|hurt hurts hurt hurt|"
+         "bring brings brought brought", "any", True),
+        ("steal steals stole stolen|break breaks broke broken|write writes wrote written|read reads read read|"
+         "open opens opened opened|carry carries carried carried", "thing", False),
+    ]
+    for v in vs.split("|")
+]
+INTRANSITIVE = [
+    Verb(*v.split(), "", strict)
+    for vs, strict in [
+        ("sleep sleeps slept slept|laugh laughs laughed laughed|smile smiles smiled smiled|"
+         "arrive arrives arrived arrived|fall falls fell fallen|go goes went gone|rise rises rose risen|"
+         "sneeze sneezes sneezed sneezed", True),
+        ("cry cries cried cried|swim swims swam swum|run runs ran run|wait waits waited waited", False),
+    ]
+    for v in vs.split("|")
+]
+VERBS = TRANSITIVE + INTRANSITIVE
+IRREGULAR = [v for v in VERBS if v.past != v.pp]  # the past and the participle differ, so one can replace the other
+DO_SUPPORT = [v for v in TRANSITIVE if v.past != v.base]  # "did ... see" vs "did ... saw" must differ
+REFLEXIVE = {"m": "himself", "f": "herself", "i": "itself"}
+
+
+def vocabulary() -> list[str]:
+    """Every word the grammar can produce, in a fixed order, with capitalised variants for sentence starts."""
+    words = MALE_NAMES + FEMALE_NAMES + ADJECTIVES + PREPOSITIONS + list(NEUTRAL_ADVERBS)
+    words += [n.sg for n in ALL_NOUNS] + [n.pl for n in ALL_NOUNS]
+    words += [form for v in VERBS for form in v[:4]]
+    words += "the a this that these those who what has have does do did not never ever".split()
+    words += ["himself", "herself", "itself", "themselves"]
+    seen: dict[str, None] = {}
+    for w in words:
+        seen[w] = None
+        seen[w[0].upper() + w[1:]] = None
+    return list(seen)
+
+
+# --- Building blocks. An NP is returned as (words, number, gender).
+
+
+def _number(r: random.Random) -> str:
+    return SG if r.random() < 0.5 else PL
+
+
+def _det(r: random.Random, number: str) -> str:
+    return r.choices(DETERMINERS[number], DET_WEIGHTS[number])[0]
+
+
+def _simple_np(r: random.Random, nouns: list[Noun], *, number: str | None = None, names: float = 0.0,
+               adj: float = 0.2) -> tuple[list[str], str, str]:
+    """A name, or determiner (adjective) noun."""
+    people = nouns[0].person
+    if number != PL and people and r.random() < names:
+        male = r.random() < 0.5
+        return [r.choice(MALE_NAMES if male else FEMALE_NAMES)], SG, "m" if male else "f"
+    number = number or _number(r)
+    noun = r.choice(nouns)
+    words = [_det(r, number)] + ([r.choice(ADJECTIVES)] if r.random() < adj else []) + [noun.form(number)]
+    return words, number, noun.gender
+
+
+def _reflexive(r: random.Random, number: str, gender: str) -> str:
+    if number == PL:
+        return "themselves"
+    return REFLEXIVE[gender] if gender != "n" else r.choice(("himself", "herself"))
+
+
+def _object(r: random.Random, verb: Verb, subj_number: str, subj_gender: str, reflexive: float = 0.15) -> list[str]:
+    if verb.obj == "any" and r.random() < reflexive:
+        return [_reflexive(r, subj_number, subj_gender)]
+    nouns = THINGS if verb.obj == "thing" else r.choice((PEOPLE, ANIMALS, THINGS))
+    words, _, _ = _simple_np(r, nouns, names=0.2)
+    if r.random() < 0.1:
+        words += [r.choice(PREPOSITIONS)] + _simple_np(r, r.choice((PEOPLE, ANIMALS, THINGS)))[0]
+    return words
+
+
+def _pick_verb(r: random.Random, transitive: float = 0.6) -> Verb:
+    return r.choice(TRANSITIVE if r.random() < transitive else INTRANSITIVE)
+
+
+def _perfect_adverb(r: random.Random) -> list[str]:
+    x = r.random()
+    if x < 0.5:
+        return []
+    if x < 0.75:
+        return [r.choice(NEUTRAL_ADVERBS)]
+    return [r.choice((["not"], ["never"], ["not", "ever"]))]
+
+
+def _vp(r: random.Random, number: str, gender: str, verb: Verb | None = None, reflexive: float = 0.15) -> list[str]:
+    """A predicate agreeing with a subject of `number`; a reflexive object takes the subject's number and gender."""
+    verb = verb or _pick_verb(r)
+    x = r.random()
+    if x < 0.35:
+        words = [verb.present(number)]
+    elif x < 0.65:
+        words = [verb.past]
+    elif x < 0.85:
+        words = [HAS[number]] + _perfect_adverb(r) + [verb.pp]
+    else:
+        words = [r.choice((DOES[number], "did")), "not"] + (["ever"] if r.random() < 0.3 else []) + [verb.base]
+    if verb.obj:
+        words += _object(r, verb, number, gender, reflexive)
+    return words
+
+
+def _relative_clause(r: random.Random, head_number: str, head_person: bool, *, subject_gap: bool | None = None,
+                     attractor: str | None = None) -> list[str]:
+    """A relative clause on a head noun; `attractor` forces the number of the noun inside it."""
+    rel = r.choice(("who", "that")) if head_person else "that"
+    if subject_gap is None:
+        subject_gap = r.random() < 0.6
+    if subject_gap:  # "that sees the dogs": the verb agrees with the head, the object may differ in number
+        verb = r.choice(TRANSITIVE)
+        v = r.choice(([verb.present(head_number)], [verb.past], [HAS[head_number], verb.pp]))
+        nouns = THINGS if verb.obj == "thing" else r.choice((PEOPLE, ANIMALS, THINGS))
+        if attractor is None and r.random() < 0.3:
+            return [rel] + _vp(r, head_number, "i", _pick_verb(r, 0.3), reflexive=0.0)
+        return [rel] + v + _simple_np(r, nouns, number=attractor, adj=0.0)[0]
+    # "that the dogs like": the verb agrees with the clause's own subject
+    np, number, _ = _simple_np(r, r.choice((PEOPLE, ANIMALS)), number=attractor, adj=0.0)
+    verb = r.choice([v for v in TRANSITIVE if v.obj == "any"])
+    return [rel] + np + r.choice(([verb.present(number)], [verb.past], [HAS[number], verb.pp]))
+
+
+def _subject(r: random.Random, *, modifiers: bool = True) -> tuple[list[str], str, str]:
+    """An animate subject: a name or a noun phrase, possibly modified by a PP or a relative clause."""
+    if not modifiers:
+        return _simple_np(r, r.choice((PEOPLE, ANIMALS)), names=0.2)
+    nouns = r.choice((PEOPLE, ANIMALS))
+    words, number, gender = _simple_np(r, nouns, names=0.2)
+    if len(words) > 1:
+        x = r.random()
+        if x < 0.15:
+            words += [r.choice(PREPOSITIONS)] + _simple_np(r, r.choice((PEOPLE, ANIMALS, THINGS)), adj=0.0)[0]
+        elif x < 0.3:
+            words += _relative_clause(r, number, nouns[0].person)
+    return words, number, gender
+
+
+def _sentence(words: list[str], punct: str = ".") -> str:
+    return " ".join([words[0][0].upper() + words[0][1:]] + words[1:]) + punct
+
+
+def _question(r: random.Random) -> str:
+    x = r.random()
+    if x < 0.4:  # yes/no: "Has the man ever seen the dog?"
+        subj, number, gender = _subject(r, modifiers=False)
+        verb = _pick_verb(r)
+        ever = ["ever"] if r.random() < 0.3 else []
+        aux, v = r.choice(((DOES[number], verb.base), ("did", verb.base), (HAS[number], verb.pp)))
+        obj = _object(r, verb, number, gender) if verb.obj else []
+        return _sentence([aux] + subj + ever + [v] + obj, "?")
+    if x < 0.75:  # object wh: "What did the man see?"
+        subj, number, _ = _subject(r, modifiers=False)
+        verb = r.choice(TRANSITIVE)
+        wh = "what" if verb.obj == "thing" else r.choice(("who", "what"))
+        aux, v = r.choice(((DOES[number], verb.base), ("did", verb.base), (HAS[number], verb.pp)))
+        return _sentence([wh, aux] + subj + [v], "?")
+    return _sentence(["who"] + _vp(r, SG, "n", reflexive=0.0), "?")  # subject wh: "Who saw the dog?"
+
+
+def sample_sentence(r: random.Random) -> str:
+    if r.random() < 0.2:
+        return _question(r)
+    subj, number, gender = _subject(r)
+    return _sentence(subj + _vp(r, number, gender))
+
+
+def generate_corpus(n_tokens: int, seed: int, exclude: set[str] | frozenset[str] = frozenset()) -> list[str]:
+    """Sentences sampled from the grammar, skipping those in `exclude`, until they hold `n_tokens` tokens.
+
+    A sentence counts its words, its final punctuation mark and the <|endoftext|> that precedes it in training.
+    """
+    r = random.Random(seed)
+    out: list[str] = []
+    total = 0
+    while total < n_tokens:
+        s = sample_sentence(r)
+        if s in exclude:
+            continue
+        out.append(s)
+        total += s.count(" ") + 3
+    return out
+
+
+# --- Paradigms. Each returns a (good, bad) pair of word lists (and the punctuation mark) from its own generator.
+
+Pair = tuple[list[str], list[str], str]
+
+
+def _flip(number: str) -> str:
+    return PL if number == SG else SG
+
+
+def _det_noun(r: random.Random, adj: float) -> Pair:
+    """A demonstrative followed by a noun of the wrong number. A past-tense verb gives no other cue."""
+    number = _number(r)
+    as_subject = r.random() < 0.5
+    noun = r.choice(ANIMATE if as_subject else ALL_NOUNS)
+    head = [r.choice(DEMONSTRATIVES[number])] + ([r.choice(ADJECTIVES)] if r.random() < adj else [])
+    good, bad = head + [noun.form(number)], head + [noun.form(_flip(number))]
+    if as_subject:
+        verb = _pick_verb(r)
+        rest = [verb.past] + (_object(r, verb, number, noun.gender, reflexive=0.0) if verb.obj else [])
+        return good + rest, bad + rest, "."
+    subj, _, _ = _subject(r, modifiers=False)
+    verb = r.choice([v for v in TRANSITIVE if v.obj == "any" or noun in THINGS])
+    start = subj + [verb.past]
+    return start + good, start + bad, "."
+
+
+def _agreeing_predicate(r: random.Random, number: str) -> tuple[list[str], list[str]]:
+    """A present predicate for a subject of `number`, and the same with the other number's agreement."""
+    verb = _pick_verb(r)
+    obj = _object(r, verb, number, "i", reflexive=0.0) if verb.obj else []
+    x = r.random()
+    if x < 0.6:
+        return [verb.present(number)] + obj, [verb.present(_flip(number))] + obj
+    if x < 0.85:
+        return [HAS[number], verb.pp] + obj, [HAS[_flip(number)], verb.pp] + obj
+    return [DOES[number], "not", verb.base] + obj, [DOES[_flip(number)], "not", verb.base] + obj
+
+
+def _sv_local(r: random.Random) -> Pair:
+    subj, number, _ = _simple_np(r, r.choice((PEOPLE, ANIMALS)), names=0.2)
+    good, bad = _agreeing_predicate(r, number)
+    return subj + good, subj + bad, "."
+
+
+def _sv_across_pp(r: random.Random) -> Pair:
+    number = _number(r)
+    subj, _, _ = _simple_np(r, r.choice((PEOPLE, ANIMALS)), number=number, adj=0.0)
+    subj += [r.choice(PREPOSITIONS)] + _simple_np(r, r.choice((PEOPLE, ANIMALS, THINGS)), number=_flip(number),
+                                                  adj=0.0)[0]
+    good, bad = _agreeing_predicate(r, number)
+    return subj + good, subj + bad, "."
+
+
+def _sv_across_rc(r: random.Random) -> Pair:
+    number = _number(r)
+    nouns = r.choice((PEOPLE, ANIMALS))
+    subj, _, _ = _simple_np(r, nouns, number=number, adj=0.0)
+    subj += _relative_clause(r, number, nouns[0].person, attractor=_flip(number))
+    good, bad = _agreeing_predicate(r, number)
+    return subj + good, subj + bad, "."
+
+
+def _sv_question(r: random.Random) -> Pair:
+    """The auxiliary agrees with the subject that follows it: "What does the man see?"."""
+    subj, number, _ = _simple_np(r, r.choice((PEOPLE, ANIMALS)), adj=0.1)
+    verb = r.choice(TRANSITIVE)
+    wh = "what" if verb.obj == "thing" else r.choice(("who", "what"))
+    aux, v = r.choice(((DOES, verb.base), (HAS, verb.pp)))
+    return [wh, aux[number]] + subj + [v], [wh, aux[_flip(number)]] + subj + [v], "?"
+
+
+def _reflexive_number(r: random.Random) -> Pair:
+    subj, number, gender = _simple_np(r, r.choice((PEOPLE, ANIMALS)), names=0.2)
+    verb = r.choice([v for v in TRANSITIVE if v.obj == "any"])
+    start = subj + r.choice(([verb.past], [HAS[number], verb.pp]))
+    wrong = "themselves" if number == SG else REFLEXIVE[gender] if gender != "n" else r.choice(("himself", "herself"))
+    return start + [_reflexive(r, number, gender)], start + [wrong], "."
+
+
+def _reflexive_gender(r: random.Random) -> Pair:
+    male = r.random() < 0.5
+    if r.random() < 0.3:
+        subj = [r.choice(MALE_NAMES if male else FEMALE_NAMES)]
+    else:
+        noun = r.choice([n for n in PEOPLE if n.gender == ("m" if male else "f")])
+        subj = [_det(r, SG)] + ([r.choice(ADJECTIVES)] if r.random() < 0.2 else []) + [noun.sg]
+    verb = r.choice([v for v in TRANSITIVE if v.obj == "any"])
+    start = subj + r.choice(([verb.past], ["has", verb.pp]))
+    good, bad = ("himself", "herself") if male else ("herself", "himself")
+    return start + [good], start + [bad], "."
+
+
+def _irregular_past(r: random.Random) -> Pair:
+    """Simple past, where the participle is wrong: "The man saw the dog." vs "The man seen the dog."."""
+    subj, number, gender = _subject(r, modifiers=False)
+    verb = r.choice(IRREGULAR)
+    obj = _object(r, verb, number, gender) if verb.obj else []
+    return subj + [verb.past] + obj, subj + [verb.pp] + obj, "."
+
+
+def _irregular_perfect(r: random.Random) -> Pair:
+    """Perfect, where the simple past is wrong: "The man has seen the dog." vs "The man has saw the dog."."""
+    subj, number, gender = _subject(r, modifiers=False)
+    verb = r.choice(IRREGULAR)
+    obj = _object(r, verb, number, gender) if verb.obj else []
+    return subj + [HAS[number], verb.pp] + obj, subj + [HAS[number], verb.past] + obj, "."
+
+
+def _npi_negation(r: random.Random) -> Pair:
+    """'ever' needs the negation: "has not ever seen" vs "has also ever seen"."""
+    subj, number, gender = _subject(r)
+    verb = _pick_verb(r)
+    obj = _object(r, verb, number, gender) if verb.obj else []
+    return ([*subj, HAS[number], "not", "ever", verb.pp, *obj],
+            [*subj, HAS[number], r.choice(NEUTRAL_ADVERBS), "ever", verb.pp, *obj], ".")
+
+
+def _npi_scope(r: random.Random) -> Pair:
+    """A negation inside a relative clause does not license 'ever' in the main clause; the words are identical."""
+    number = _number(r)
+    nouns = r.choice((PEOPLE, ANIMALS))
+    head, _, gender = _simple_np(r, nouns, number=number, adj=0.0)
+    rel = r.choice(("who", "that")) if nouns[0].person else "that"
+    rc_verb, verb = _pick_verb(r), _pick_verb(r)
+    rc_obj = _object(r, rc_verb, number, "i", reflexive=0.0) if rc_verb.obj else []
+    obj = _object(r, verb, number, gender) if verb.obj else []
+    adv = r.choice(NEUTRAL_ADVERBS)
+
+    def build(rc_adv: str, main_adv: str) -> list[str]:
+        return [*head, rel, HAS[number], rc_adv, rc_verb.pp, *rc_obj, HAS[number], main_adv, "ever", verb.pp, *obj]
+
+    return build(adv, "not"), build("not", adv), "."
+
+
+def _transitive(r: random.Random) -> Pair:
+    """An object needs a transitive verb: "The man admired the dog." vs "The man slept the dog."."""
+    subj, number, gender = _subject(r, modifiers=False)
+    good, bad = r.choice([v for v in TRANSITIVE if v.strict]), r.choice([v for v in INTRANSITIVE if v.strict])
+    obj = _object(r, good, number, gender)
+    form = r.choice((lambda v: [v.present(number)], lambda v: [v.past], lambda v: [HAS[number], v.pp]))
+    return subj + form(good) + obj, subj + form(bad) + obj, "."
+
+
+def _intransitive(r: random.Random) -> Pair:
+    """No object: "The man slept." vs "The man admired."."""
+    subj, number, _ = _subject(r, modifiers=False)
+    good, bad = r.choice([v for v in INTRANSITIVE if v.strict]), r.choice([v for v in TRANSITIVE if v.strict])
+    form = r.choice((lambda v: [v.present(number)], lambda v: [v.past], lambda v: [HAS[number], v.pp]))
+    return subj + form(good), subj + form(bad), "."
+
+
+def _wh_do_support(r: random.Random) -> Pair:
+    """After 'did' the verb is bare: "What did the man see?" vs "What did the man saw?"."""
+    subj, _, _ = _subject(r, modifiers=False)
+    verb = r.choice(DO_SUPPORT)
+    wh = "what" if verb.obj == "thing" else r.choice(("who", "what"))
+    return [wh, "did"] + subj + [verb.base], [wh, "did"] + subj + [verb.past], "?"
+
+
+class Paradigm(NamedTuple):
+    name: str
+    phenomenon: str  # BLiMP's linguistics_term
+    field: str
+    make: Callable[[random.Random], Pair]
+
+
+PARADIGMS = [
+    Paradigm("determiner_noun_agreement", "determiner_noun_agreement", "morphology", lambda r: _det_noun(r, 0.0)),
+    Paradigm("determiner_noun_agreement_with_adjective", "determiner_noun_agreement", "morphology",
+             lambda r: _det_noun(r, 1.0)),
+    Paradigm("subject_verb_agreement_local", "subject_verb_agreement", "morphology", _sv_local),
+    Paradigm("subject_verb_agreement_across_pp", "subject_verb_agreement", "morphology", _sv_across_pp),
+    Paradigm("subject_verb_agreement_across_relative_clause", "subject_verb_agreement", "morphology", _sv_across_rc),
+    Paradigm("subject_aux_agreement_question", "subject_verb_agreement", "morphology", _sv_question),
+    Paradigm("reflexive_number_agreement", "anaphor_agreement", "morphology", _reflexive_number),
+    Paradigm("reflexive_gender_agreement", "anaphor_agreement", "morphology", _reflexive_gender),
+    Paradigm("irregular_past_tense", "irregular_forms", "morphology", _irregular_past),
+    Paradigm("irregular_past_participle", "irregular_forms", "morphology", _irregular_perfect),
+    Paradigm("npi_licensing_negation", "npi_licensing", "semantics", _npi_negation),
+    Paradigm("npi_licensing_scope", "npi_licensing", "semantics", _npi_scope),
+    Paradigm("transitive", "argument_structure", "syntax", _transitive),
+    Paradigm("intransitive", "argument_structure", "syntax", _intransitive),
+    Paradigm("wh_question_do_support", "question_formation", "syntax", _wh_do_support),
+]
+
+
+def generate_paradigms(seed: int = TASK_SEED, n_pairs: int = N_PAIRS) -> dict[str, list[dict]]:
+    """BLiMP-format minimal pairs, `n_pairs` per paradigm, with distinct grammatical sentences.
+
+    Each paradigm draws from its own generator, so the first k pairs do not depend on n_pairs or on other paradigms.
+    """
+    out = {}
+    for p in PARADIGMS:
+        r = random.Random(f"{seed}:{p.name}")
+        rows: list[dict] = []
+        seen: set[str] = set()
+        while len(rows) < n_pairs:
+            good_words, bad_words, punct = p.make(r)
+            good, bad = _sentence(good_words, punct), _sentence(bad_words, punct)
+            if good in seen:
+                continue
+            seen.add(good)
+            rows.append({
+                "sentence_good": good, "sentence_bad": bad, "field": p.field, "linguistics_term": p.phenomenon,
+                "UID": p.name, "simple_LM_method": True, "one_prefix_method": False, "two_prefix_method": False,
+                "lexically_identical": sorted(good_words) == sorted(bad_words), "pairID": str(len(rows)),
+            })
+        out[p.name] = rows
+    return out
+
+
+def paradigm_sentences(seed: int = TASK_SEED, n_pairs: int = N_PAIRS) -> set[str]:
+    """The grammatical sentences of the paradigms: what a suite's corpus must never contain."""
+    return {row["sentence_good"] for rows in generate_paradigms(seed, n_pairs).values() for row in rows}
+
+
+TASK_YAML = """\
+# Generated by `python -m trajectories.grammar --write-tasks`; edit trajectories/grammar.py instead.
+task: minigrammar_{name}
+dataset_path: json
+dataset_name: null
+dataset_kwargs:
+  data_files:
+    train: {name}.jsonl
+output_type: multiple_choice
+validation_split: train
+doc_to_text: ""
+doc_to_target: 0
+doc_to_choice: "{{{{[sentence_good, sentence_bad]}}}}"
+num_fewshot: 0
+metric_list:
+  - metric: acc
+    aggregation: mean
+    higher_is_better: true
+metadata:
+  version: 1.0
+  phenomenon: {phenomenon}
+"""
+
+GROUP_YAML = """\
+# Generated by `python -m trajectories.grammar --write-tasks`; edit trajectories/grammar.py instead.
+group: minigrammar
+task:
+{tasks}
+aggregate_metric_list:
+  - metric: acc
+    aggregation: mean
+    weight_by_size: false
+metadata:
+  version: 1.0
+"""
+
+
+def write_tasks(task_dir: str | Path, seed: int = TASK_SEED, n_pairs: int = N_PAIRS) -> list[Path]:
+    """Write one lm-eval task (YAML + jsonl) per paradigm and the `minigrammar` group; returns the files written."""
+    task_dir = Path(task_dir)
+    task_dir.mkdir(parents=True, exist_ok=True)
+    paradigms = generate_paradigms(seed, n_pairs)
+    written = []
+    for p in PARADIGMS:
+        rows = paradigms[p.name]
+        data = task_dir / f"{p.name}.jsonl"
+        data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+        yaml = task_dir / f"{p.name}.yaml"
+        yaml.write_text(TASK_YAML.format(name=p.name, phenomenon=p.phenomenon))
+        written += [data, yaml]
+    group = task_dir / "_minigrammar.yaml"
+    group.write_text(GROUP_YAML.format(tasks="\n".join(f"  - minigrammar_{p.name}" for p in PARADIGMS)))
+    return written + [group]
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m trajectories.grammar", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--write-tasks", metavar="DIR", help="write the lm-eval tasks (YAML + jsonl) into DIR")
+    ap.add_argument("--sample", type=int, metavar="N", help="print N corpus sentences")
+    ap.add_argument("--seed", type=int, default=TASK_SEED)
+    args = ap.parse_args(argv)
+    if args.write_tasks:
+        for path in write_tasks(args.write_tasks, args.seed):
+            print(path)
+    if args.sample:
+        print("\n".join(generate_corpus(args.sample * 12, args.seed)[: args.sample]))
+
+
+if __name__ == "__main__":
+    main()
