@@ -125,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sweep", help="evaluate tasks on every checkpoint (resumable)")
     _suite_args(p)
-    p.add_argument("--tasks", required=True, help="blimp | blimp:<phenomenon> | <task> | minigrammar | ... (comma list)")
+    p.add_argument("--tasks", required=True, help="blimp | blimp:<phenomenon> | <task> | minigrammar (comma list)")
     p.add_argument("--blimp-dir", help=f"local folder of BLiMP's jsonl files (or ${BLIMP_DIR_ENV}); default: the hub")
     p.add_argument("--limit", type=int, help="first N items of each task")
     p.add_argument("--out", help="results folder (default: results/<suite>_<tasks>)")

@@ -82,7 +82,9 @@ class BranchStep:
     tokens: int | None = None
 
 
-_BRANCH = re.compile(r"^(?:stage(?P<stage>\d+)-)?step(?P<step>\d+)(?:-tokens(?P<tokens>\d+(?:\.\d+)?)(?P<unit>[BMK])?)?$")
+_BRANCH = re.compile(
+    r"^(?:stage(?P<stage>\d+)-)?step(?P<step>\d+)(?:-tokens(?P<tokens>\d+(?:\.\d+)?)(?P<unit>[BMK])?)?$"
+)
 _TOKEN_UNITS = {"B": 10**9, "M": 10**6, "K": 10**3, None: 1}
 
 
@@ -101,7 +103,7 @@ def parse_branches(names: list[str]) -> list[BranchStep]:
     return sorted(parsed, key=lambda b: (b.stage, b.step))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _hub_branches(repo: str) -> list[str]:
     from huggingface_hub import list_repo_refs
 

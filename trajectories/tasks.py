@@ -116,9 +116,8 @@ class TaskCatalog:
                 for member in members:
                     by_phenomenon.setdefault(self.phenomenon(member), []).append(member)
                 if phenomenon not in by_phenomenon:
-                    raise TaskError(
-                        f"{family!r} has no phenomenon {phenomenon!r}; its phenomena: {', '.join(sorted(by_phenomenon))}"
-                    )
+                    valid = ", ".join(sorted(by_phenomenon))
+                    raise TaskError(f"{family!r} has no phenomenon {phenomenon!r}; its phenomena: {valid}")
                 members = by_phenomenon[phenomenon]
             names += [m for m in members if m not in names]
         if not names:
