@@ -35,7 +35,8 @@ def build_tiny_suite(root: Path, models=MODELS, steps=STEPS) -> Path:
 
     word_level = Tokenizer(tok_models.WordLevel(unk_token="<unk>"))
     word_level.pre_tokenizer = pre_tokenizers.Whitespace()
-    word_level.train_from_iterator(blimp_sentences(), trainers.WordLevelTrainer(special_tokens=["<|endoftext|>", "<unk>"]))
+    trainer = trainers.WordLevelTrainer(special_tokens=["<|endoftext|>", "<unk>"])
+    word_level.train_from_iterator(blimp_sentences(), trainer)
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=word_level, unk_token="<unk>", eos_token="<|endoftext|>", bos_token="<|endoftext|>"
     )
