@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import math
 import resource
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
-from lm_eval.api.registry import register_model
-from lm_eval.models.huggingface import HFLM
+import torch
 
+from trajectories.lm import SweepLM
 from trajectories.schema import ITEM_COLUMNS, Checkpoint, EvalSettings, SweepSpec
 from trajectories.tasks import TaskCatalog
+
+# config.json keys that differ between checkpoints of one model without changing its shape.
+VOLATILE_CONFIG_KEYS = {"_name_or_path", "transformers_version", "torch_dtype", "dtype", "_commit_hash"}
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt")
 
 
 class EvaluationError(RuntimeError):
@@ -26,14 +34,6 @@ class UnitResult:
     items: pd.DataFrame  # ITEM_COLUMNS
     seconds: dict[str, float]  # per phase
     provenance: dict
-
-
-@register_model("trajectories-hf")
-class SweepLM(HFLM):
-    """lm-eval's Hugging Face model, quiet: a sweep shows one bar over checkpoints instead of several per unit."""
-
-    def loglikelihood(self, requests, disable_tqdm: bool = False):
-        return super().loglikelihood(requests, disable_tqdm=True)
 
 
 def _quiet_lm_eval() -> None:
@@ -64,8 +64,55 @@ def versions() -> dict[str, str]:
     }
 
 
+@dataclass
+class FetchedCheckpoint:
+    """A checkpoint on local disk with its model built on the CPU, ready to be moved to the device."""
+
+    folder: Path
+    identity: tuple  # (config without volatile keys, tokenizer fingerprint): equal = one SweepLM can serve both
+    tokenizer: str
+    model: torch.nn.Module
+    commit: str | None
+    seconds: float
+
+
+def local_folder(ckpt: Checkpoint) -> tuple[Path, str | None]:
+    """The checkpoint's files on disk, downloading a hub revision (weights in one format only) into the HF cache."""
+    if ckpt.path:
+        return Path(ckpt.path), None
+    from huggingface_hub import list_repo_files, snapshot_download
+
+    files = list_repo_files(ckpt.model.repo, revision=ckpt.revision)
+    weights = "*.safetensors" if any(f.endswith(".safetensors") for f in files) else "*.bin"
+    folder = Path(snapshot_download(
+        ckpt.model.repo, revision=ckpt.revision, allow_patterns=["*.json", "*.txt", "*.model", weights],
+    ))
+    return folder, folder.name  # snapshots/<commit>
+
+
+def fetch(ckpt: Checkpoint, dtype: str, trust_remote_code: bool) -> FetchedCheckpoint:
+    """Download (hub) and build a checkpoint's model on the CPU; run in the background for the next checkpoint."""
+    from transformers import AutoModelForCausalLM
+
+    started = time.perf_counter()
+    folder, commit = local_folder(ckpt)
+    config = json.loads((folder / "config.json").read_text())
+    shape = json.dumps({k: v for k, v in config.items() if k not in VOLATILE_CONFIG_KEYS}, sort_keys=True)
+    digest = hashlib.sha256()
+    for name in TOKENIZER_FILES:
+        if (folder / name).exists():
+            digest.update(name.encode() + (folder / name).read_bytes())
+    # transformers reads safetensors, and .bin files only with torch.load(weights_only=True).
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, trust_remote_code=trust_remote_code).eval()
+    return FetchedCheckpoint(
+        folder, (shape, digest.hexdigest()), digest.hexdigest(), model, commit, time.perf_counter() - started
+    )
+
+
 class Evaluator:
-    """Holds lm-eval's task objects for a sweep, so they are built once and reused for every checkpoint."""
+    """Evaluates checkpoints one after another, paying the fixed costs once: lm-eval's task objects are built once,
+    one lm-eval model object serves every checkpoint of a model (only its torch module changes), tokenizations are
+    remembered, and the next checkpoint is downloaded and built in the background while the current one runs."""
 
     def __init__(self, spec: SweepSpec, settings: EvalSettings, catalog: TaskCatalog | None = None):
         _quiet_lm_eval()
@@ -73,28 +120,57 @@ class Evaluator:
         self.catalog = catalog or TaskCatalog(blimp_dir=settings.blimp_dir)
         self.task_dict = self.catalog.load(list(spec.tasks))
         self.phenomena = {task: self.catalog.phenomenon(task) for task in spec.tasks}
+        self.lm: SweepLM | None = None
+        self.lm_identity: tuple | None = None
+        self.token_caches: dict[str, dict] = {}  # tokenizer fingerprint -> tokenizations, shared across models
         self.model_loads = 0  # lets tests prove that a resume evaluates nothing
+        self._prefetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
+        self._prefetched: tuple[tuple[str, int], Future] | None = None
 
-    def load_model(self, ckpt: Checkpoint):
+    @property
+    def dtype(self) -> str:
+        if self.spec.dtype == "auto" and not self.settings.device.startswith("cuda"):
+            return "float32"  # half precision on a CPU is slow and loses the small log-prob differences we measure
+        return self.spec.dtype
+
+    def prefetch(self, ckpt: Checkpoint) -> None:
+        """Start building `ckpt` in the background; at most one checkpoint is held ahead, bounding memory."""
+        future = self._prefetcher.submit(fetch, ckpt, self.dtype, self.spec.trust_remote_code)
+        self._prefetched = (ckpt.key, future)
+
+    def load_model(self, ckpt: Checkpoint) -> tuple[SweepLM, FetchedCheckpoint]:
+        if self._prefetched and self._prefetched[0] == ckpt.key:
+            fetched = self._prefetched[1].result()
+        else:
+            fetched = fetch(ckpt, self.dtype, self.spec.trust_remote_code)
+        self._prefetched = None
         self.model_loads += 1
-        dtype = self.spec.dtype
-        if dtype == "auto" and not self.settings.device.startswith("cuda"):
-            dtype = "float32"  # half precision on a CPU is slow and loses the small log-prob differences we measure
-        return SweepLM(
-            pretrained=ckpt.source, revision=ckpt.revision or "main", device=self.settings.device,
-            dtype=dtype, batch_size=self.settings.batch_size,
-            trust_remote_code=self.spec.trust_remote_code, **self.settings.extra,
-        )
+        model = fetched.model.to(self.settings.device)
+        if self.lm is not None and fetched.identity == self.lm_identity:
+            self.lm._model = model
+        else:
+            self.lm = SweepLM(
+                pretrained=model, tokenizer=str(fetched.folder), batch_size=self.settings.batch_size,
+                trust_remote_code=self.spec.trust_remote_code,
+                token_cache=self.token_caches.setdefault(fetched.tokenizer, {}), **self.settings.extra,
+            )
+            self.lm_identity = fetched.identity
+        return self.lm, fetched
 
-    def evaluate(self, ckpt: Checkpoint) -> UnitResult:
+    def evaluate(self, ckpt: Checkpoint, next_ckpt: Checkpoint | None = None) -> UnitResult:
         from lm_eval.evaluator import evaluate
 
         started = time.perf_counter()
         try:
-            lm = self.load_model(ckpt)
+            lm, fetched = self.load_model(ckpt)
         except Exception as err:  # noqa: BLE001 - any load failure (missing revision, corrupt weights) fails the unit
             raise EvaluationError(f"could not load {ckpt.describe()}: {type(err).__name__}: {err}") from err
+        finally:
+            if next_ckpt is not None:
+                self.prefetch(next_ckpt)
         loaded = time.perf_counter()
+        if lm.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(lm.device)
         output = evaluate(
             lm, self.task_dict, limit=self.spec.limit, log_samples=True, bootstrap_iters=100, verbosity="ERROR"
         )
@@ -113,13 +189,13 @@ class Evaluator:
             }
         model = lm.model
         provenance = {
-            "versions": versions(),
-            "commit": getattr(model.config, "_commit_hash", None),
+            "versions": versions(), "commit": fetched.commit,
             "device": str(model.device), "dtype": str(model.dtype).removeprefix("torch."),
             "batch_size": self.settings.batch_size,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "peak_gpu_mb": torch.cuda.max_memory_allocated(lm.device) / 2**20 if lm.device.type == "cuda" else None,
         }
-        seconds = {"load": loaded - started, "evaluate": evaluated - loaded}
+        seconds = {"read": fetched.seconds, "load": loaded - started, "evaluate": evaluated - loaded}
         return UnitResult(tasks, items, seconds, provenance)
 
     @staticmethod

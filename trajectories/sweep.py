@@ -51,10 +51,11 @@ def run_sweep(
     if pending:
         evaluator = Evaluator(spec, settings)  # built only when there is work: a finished sweep resumes instantly
         bar = tqdm(pending, desc="checkpoints", unit="ckpt", disable=not progress, dynamic_ncols=True)
-        for ckpt in bar:
+        for i, ckpt in enumerate(bar):
             bar.set_postfix_str(f"{ckpt.model.name} step {ckpt.step}")
+            next_ckpt = pending[i + 1] if i + 1 < len(pending) else None
             try:
-                store.save_unit(ckpt, evaluator.evaluate(ckpt), spec)
+                store.save_unit(ckpt, evaluator.evaluate(ckpt, next_ckpt), spec)
                 summary.done.append(ckpt)
             except Exception as err:  # noqa: BLE001 - a failed unit is recorded and the sweep goes on
                 reason = f"{type(err).__name__}: {err}"

@@ -1,0 +1,104 @@
+"""The lm-eval model class a sweep evaluates with: lm-eval's Hugging Face model, made cheap to reuse.
+
+Across the checkpoints of a sweep only the weights change, so one instance serves them all (the Evaluator puts each
+checkpoint's torch module into it), and it
+- remembers every tokenization (shared by all models with the same tokenizer),
+- scores log-likelihoods without materialising log-softmax over the whole [batch, length, vocab] block: it projects
+  only the non-padding positions onto the vocabulary, into a buffer reused from batch to batch, and reduces each
+  row to its log-sum-exp, maximum and target logit. The sums stay on the device until the batch is done.
+Results equal lm-eval's stock HFLM (tests check per-item log-probs within 1e-4 in float32).
+"""
+
+from __future__ import annotations
+
+import torch
+from lm_eval.api.registry import register_model
+from lm_eval.models.huggingface import HFLM
+
+# Architectures whose logits are exactly output_embeddings(base_model(...).last_hidden_state); others (soft-capped
+# or scaled logits) take the model's own forward.
+PLAIN_HEAD_MODELS = {"gpt_neox", "llama", "mistral", "qwen2", "olmo", "olmo2", "gpt2"}
+
+
+@register_model("trajectories-hf")
+class SweepLM(HFLM):
+    def __init__(self, *args, token_cache: dict | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Keyed by everything tok_encode depends on; the Evaluator shares one cache between models whose
+        # tokenizers are identical.
+        self.token_cache = {} if token_cache is None else token_cache
+        self._logit_buffer: torch.Tensor | None = None
+
+    def tok_encode(self, string, add_special_tokens=None, left_truncate_len=None, **kwargs):
+        key = (string, add_special_tokens, left_truncate_len, self.add_bos_token)
+        if key not in self.token_cache:
+            self.token_cache[key] = super().tok_encode(string, add_special_tokens, left_truncate_len, **kwargs)
+        return self.token_cache[key]
+
+    def loglikelihood(self, requests, disable_tqdm: bool = False):
+        return super().loglikelihood(requests, disable_tqdm=True)  # a sweep draws one bar over checkpoints
+
+    def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs=None):
+        if self.backend != "causal" or not isinstance(self.batch_size, int):
+            return super()._loglikelihood_tokens(requests, disable_tqdm=disable_tqdm, override_bs=override_bs)
+        sequences = [(ctx + cont)[-(self.max_length + 1):] for _, ctx, cont in requests]
+        cont_lens = [len(cont) for _, _, cont in requests]
+        # Longest first, as lm-eval orders them, so batches group similar lengths and padding stays small.
+        order = sorted(range(len(requests)), key=lambda i: -len(sequences[i]))
+        results: list[tuple[float, bool] | None] = [None] * len(requests)
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start:start + self.batch_size]
+            logprobs, greedy = self._score_batch([sequences[i] for i in batch], [cont_lens[i] for i in batch])
+            for i, lp, g in zip(batch, logprobs.tolist(), greedy.tolist()):
+                results[i] = (lp, g)
+        return results
+
+    @torch.no_grad()
+    def _score_batch(self, sequences: list[list[int]], cont_lens: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Summed log-probability of each sequence's last cont_len tokens, and whether each is the greedy choice."""
+        width = max(len(s) for s in sequences) - 1
+        inputs = torch.zeros(len(sequences), width, dtype=torch.long)
+        targets = torch.zeros(len(sequences), width, dtype=torch.long)
+        scored = torch.zeros(len(sequences), width, dtype=torch.bool)
+        for row, (seq, cont_len) in enumerate(zip(sequences, cont_lens)):
+            inputs[row, : len(seq) - 1] = torch.tensor(seq[:-1])
+            targets[row, : len(seq) - 1] = torch.tensor(seq[1:])
+            scored[row, len(seq) - 1 - cont_len : len(seq) - 1] = True
+        inputs, targets, scored = inputs.to(self.device), targets.to(self.device), scored.to(self.device)
+        logits = self._scored_logits(inputs, scored)  # [n scored positions, vocab]
+        # lm-eval takes log_softmax in softmax_dtype (default: the logits' own; half precision is upcast here, as
+        # PyTorch's log_softmax accumulates in float32 anyway). Reduce in place: the buffer is ours to overwrite.
+        full_precision = logits.dtype in (torch.float32, torch.float64)
+        logits = logits.to(self.softmax_dtype or (logits.dtype if full_precision else torch.float32))
+        target_logits = logits.gather(1, targets[scored].unsqueeze(1)).squeeze(1)
+        maxes = logits.max(dim=-1).values
+        is_max = target_logits >= maxes
+        token_logprobs = target_logits - logits.sub_(maxes.unsqueeze(1)).exp_().sum(dim=-1).log_().add_(maxes)
+        row_of = scored.nonzero()[:, 0]
+        sums = torch.zeros(len(sequences), dtype=torch.float64, device=self.device).index_add_(
+            0, row_of, token_logprobs.double()
+        )
+        misses = torch.zeros(len(sequences), dtype=torch.long, device=self.device).index_add_(
+            0, row_of, (~is_max).long()
+        )
+        return sums.cpu(), (misses == 0).cpu()
+
+    def _scored_logits(self, inputs: torch.Tensor, scored: torch.Tensor) -> torch.Tensor:
+        model = self.model
+        if model.config.model_type not in PLAIN_HEAD_MODELS:
+            return self._model_call(inputs)[scored]
+        hidden = model.base_model(input_ids=inputs).last_hidden_state[scored]
+        head = model.get_output_embeddings()
+        rows, vocab = hidden.shape[0], head.weight.shape[0]
+        if (
+            self._logit_buffer is None
+            or self._logit_buffer.numel() < rows * vocab
+            or self._logit_buffer.dtype != hidden.dtype
+            or self._logit_buffer.device != hidden.device
+        ):
+            self._logit_buffer = torch.empty(rows * vocab, dtype=hidden.dtype, device=hidden.device)
+        logits = self._logit_buffer[: rows * vocab].view(rows, vocab)
+        torch.matmul(hidden, head.weight.t(), out=logits)
+        if head.bias is not None:
+            logits += head.bias
+        return logits
