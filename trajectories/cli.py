@@ -66,7 +66,7 @@ def cmd_sweep(args) -> int:
     tasks = catalog.expand(args.tasks)
     catalog.check_data(tasks)
     spec = SweepSpec(suite.name, tuple(tasks), args.limit, args.dtype, args.trust_remote_code)
-    settings = EvalSettings(_device(args.device), args.batch_size, args.blimp_dir)
+    settings = EvalSettings(_device(args.device), args.batch_size, args.blimp_dir, args.evict)
     out = Path(args.out) if args.out else _default_out(args)
     print(f"{len(checkpoints)} checkpoints x {len(tasks)} tasks -> {out}", file=sys.stderr)
     summary = run_sweep(spec, checkpoints, out, settings, force=args.force, suite_description=suite.description)
@@ -113,6 +113,70 @@ def cmd_collect(args) -> int:
     return 0
 
 
+def _layout(args):
+    from trajectories.authoring import Layout
+
+    return Layout(args.format, args.good, args.bad, args.prefix_field, args.phenomenon, args.phenomenon_field,
+                  args.bad_first)
+
+
+def cmd_tasks_add(args) -> int:
+    from trajectories.authoring import add_task
+
+    folder, report = add_task(args.source, args.name, _layout(args), force=args.force)
+    print(report.summary())
+    print(f"wrote {folder}; run it with: trajectories sweep --suite ... --tasks {args.name}")
+    return 0
+
+
+def cmd_tasks_check(args) -> int:
+    from trajectories.authoring import check
+    from trajectories.tasks import TaskCatalog
+
+    report = check(args.target, _layout(args), args.name, TaskCatalog(blimp_dir=args.blimp_dir))
+    print(report.summary())
+    return 0 if report.ok else 1
+
+
+def cmd_tasks_list(args) -> int:
+    from trajectories.authoring import format_task_list, known_tasks
+    from trajectories.tasks import TaskCatalog
+
+    print(format_task_list(known_tasks(TaskCatalog(blimp_dir=args.blimp_dir)), args.family))
+    return 0
+
+
+def _tasks_parser(sub) -> None:
+    tasks = sub.add_parser("tasks", help="list tasks; check or add minimal-pair tasks").add_subparsers(
+        dest="tasks_command", required=True)
+    p = tasks.add_parser("list", help="every task the harness knows, with phenomenon, pairs and source")
+    p.add_argument("family", nargs="?", help="list only this family, e.g. multiblimp")
+    p.add_argument("--blimp-dir", help=f"local folder of BLiMP's jsonl files (or ${BLIMP_DIR_ENV})")
+    p.set_defaults(func=cmd_tasks_list)
+    for command, help_ in (("check", "validate a file, folder or task without writing anything (exit 1 on errors)"),
+                           ("add", "turn a file or folder of minimal pairs into tasks/NAME/")):
+        p = tasks.add_parser(command, help=help_)
+        if command == "check":
+            p.add_argument("target", metavar="NAME|FILE")
+            p.add_argument("--name", help="the NAME `tasks add` would get (default phenomenon)")
+            p.add_argument("--blimp-dir", help="local BLiMP files, to check `blimp` tasks")
+            p.set_defaults(func=cmd_tasks_check)
+        else:
+            p.add_argument("source", metavar="FILE|DIR", help="a folder adds one paradigm per file")
+            p.add_argument("--name", required=True, help="family name: tasks/NAME/, tasks NAME_<paradigm>")
+            p.add_argument("--force", action="store_true", help="replace an existing tasks/NAME/")
+            p.set_defaults(func=cmd_tasks_add)
+        p.add_argument("--format", choices=["jsonl", "csv", "tsv", "pairs"], help="default: from the file extension")
+        p.add_argument("--good", help="field of the good sentence (default: sentence_good or good)")
+        p.add_argument("--bad", help="field of the bad sentence (default: sentence_bad or bad)")
+        p.add_argument("--prefix-field", help="score continuations after this shared prefix (one-prefix method)")
+        which = p.add_mutually_exclusive_group()
+        which.add_argument("--phenomenon", help="one phenomenon for every pair (default: NAME)")
+        which.add_argument("--phenomenon-field", help="field holding each pair's phenomenon (default: linguistics_term"
+                           " when every line has it)")
+        p.add_argument("--bad-first", action="store_true", help="pairs files: the bad sentence comes first")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trajectories", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -132,6 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     p.add_argument("--dtype", default="auto", help="auto | float32 | float16 | bfloat16 (auto: float32 on CPU)")
     p.add_argument("--batch-size", default=32, type=lambda s: s if s.startswith("auto") else int(s))
+    p.add_argument("--evict", choices=("auto", "always", "never"), default="auto",
+                   help="delete each downloaded hub checkpoint once evaluated (auto: those over 2 GB)")
     p.add_argument("--force", action="store_true", help="re-evaluate units that are already done")
     p.add_argument("--trust-remote-code", action="store_true", help="allow model code from the hub (off by default)")
     p.set_defaults(func=cmd_sweep)
@@ -143,6 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("collect", help="rebuild the curves table from a sweep's units")
     p.add_argument("out")
     p.set_defaults(func=cmd_collect)
+
+    _tasks_parser(sub)
     return parser
 
 

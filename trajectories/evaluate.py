@@ -36,11 +36,13 @@ class UnitResult:
     provenance: dict
 
 
-def _quiet_lm_eval() -> None:
+def _tune_lm_eval() -> None:
+    """Quiet lm-eval (a sweep draws one bar over checkpoints) and stop it recompiling the same Jinja templates."""
     import logging
 
     import datasets
     import lm_eval.api.task
+    import lm_eval.utils
     import transformers
 
     datasets.disable_progress_bars()
@@ -49,6 +51,30 @@ def _quiet_lm_eval() -> None:
     lm_eval.api.task.tqdm = functools.partial(lm_eval.api.task.tqdm, disable=True)
     for name in ("lm-eval", "lm_eval", "transformers"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    # lm-eval compiles a task's templates afresh for every document (most of its per-checkpoint overhead on small
+    # models); a compiled template is a pure function of its source, so compile each once.
+    env = lm_eval.utils.env
+    if not hasattr(env.from_string, "cache_info"):
+        env.from_string = functools.lru_cache(maxsize=4096)(env.from_string)
+
+
+def _reuse_requests(task) -> None:
+    """Build a task's requests once and hand the same Instances (emptied of responses) to every later evaluation:
+    they depend only on the task and the evaluation options, never on the checkpoint."""
+    build = task.build_all_requests
+    built: dict[str, list] = {}
+
+    def build_once(**options):
+        key = repr(sorted(options.items()))
+        if key not in built:
+            build(**options)
+            built[key] = task._instances
+        for instance in built[key]:
+            instance.resps.clear()
+            instance.filtered_resps.clear()
+        task._instances = built[key]
+
+    task.build_all_requests = build_once
 
 
 def versions() -> dict[str, str]:
@@ -90,6 +116,22 @@ def local_folder(ckpt: Checkpoint) -> tuple[Path, str | None]:
     return folder, folder.name  # snapshots/<commit>
 
 
+EVICT_AUTO_BYTES = 2 * 2**30
+EVICT_CHOICES = ("auto", "always", "never")
+
+
+def evict_if_asked(folder: Path, policy: str) -> bool:
+    """Delete a downloaded hub revision (`<cache>/models--org--name/snapshots/<commit>`) and the blobs only it used,
+    so a sweep over a large model holds at most the current and the prefetched checkpoint on disk."""
+    from huggingface_hub import scan_cache_dir
+
+    size = sum(f.stat().st_size for f in folder.iterdir() if f.is_file())  # follows the snapshot's blob links
+    if policy == "never" or (policy == "auto" and size < EVICT_AUTO_BYTES):
+        return False
+    scan_cache_dir(folder.parents[2]).delete_revisions(folder.name).execute()
+    return True
+
+
 def fetch(ckpt: Checkpoint, dtype: str, trust_remote_code: bool) -> FetchedCheckpoint:
     """Download (hub) and build a checkpoint's model on the CPU; run in the background for the next checkpoint."""
     from transformers import AutoModelForCausalLM
@@ -115,10 +157,12 @@ class Evaluator:
     remembered, and the next checkpoint is downloaded and built in the background while the current one runs."""
 
     def __init__(self, spec: SweepSpec, settings: EvalSettings, catalog: TaskCatalog | None = None):
-        _quiet_lm_eval()
+        _tune_lm_eval()
         self.spec, self.settings = spec, settings
         self.catalog = catalog or TaskCatalog(blimp_dir=settings.blimp_dir)
         self.task_dict = self.catalog.load(list(spec.tasks))
+        for task in self.task_dict["tasks"].values():
+            _reuse_requests(task)
         self.phenomena = {task: self.catalog.phenomenon(task) for task in spec.tasks}
         self.lm: SweepLM | None = None
         self.lm_identity: tuple | None = None
@@ -175,6 +219,8 @@ class Evaluator:
             lm, self.task_dict, limit=self.spec.limit, log_samples=True, bootstrap_iters=100, verbosity="ERROR"
         )
         evaluated = time.perf_counter()
+        if fetched.commit:
+            evict_if_asked(fetched.folder, self.settings.evict)
         items = self._items(ckpt, output["samples"])
         bad = items[items[["logp_good", "logp_bad"]].isna().any(axis=1) | ~items.logp_good.map(math.isfinite)]
         if len(bad):

@@ -77,6 +77,7 @@ class EvalSettings:
     device: str = "cpu"
     batch_size: int | str = 32
     blimp_dir: str | None = None
+    evict: str = "auto"  # delete downloaded hub checkpoints once evaluated: "auto" (those over 2 GB), "always", "never"
     extra: dict = field(default_factory=dict)
 
 

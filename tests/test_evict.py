@@ -1,0 +1,30 @@
+"""Disk eviction of downloaded hub checkpoints, on a Hugging Face cache laid out as huggingface_hub lays it out."""
+
+import pytest
+from huggingface_hub import scan_cache_dir
+
+from trajectories.evaluate import evict_if_asked
+
+
+def fake_hub_cache(root, revisions: dict[str, bytes]):
+    repo = root / "models--EleutherAI--pythia-x"
+    (repo / "refs").mkdir(parents=True)
+    for i, (commit, weights) in enumerate(revisions.items()):
+        blob = repo / "blobs" / f"{i:040x}"
+        blob.parent.mkdir(exist_ok=True)
+        blob.write_bytes(weights)
+        snapshot = repo / "snapshots" / commit
+        snapshot.mkdir(parents=True)
+        (snapshot / "model.safetensors").symlink_to(f"../../blobs/{blob.name}")
+        (repo / "refs" / f"step{i}").write_text(commit)
+    return repo
+
+
+@pytest.mark.parametrize("policy, evicted", [("always", True), ("never", False), ("auto", False)])
+def test_evict_one_revision(tmp_path, policy, evicted):
+    first, second = "a" * 40, "b" * 40
+    repo = fake_hub_cache(tmp_path, {first: b"x" * 1000, second: b"y" * 1000})
+    assert evict_if_asked(repo / "snapshots" / first, policy) == evicted
+    kept = {rev.commit_hash for r in scan_cache_dir(tmp_path).repos for rev in r.revisions}
+    assert kept == ({second} if evicted else {first, second})
+    assert (repo / "snapshots" / second / "model.safetensors").read_bytes() == b"y" * 1000
