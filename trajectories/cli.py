@@ -7,11 +7,9 @@ import re
 import sys
 from pathlib import Path
 
-from trajectories.store import StoreError
-from trajectories.suites import STEPS_HELP, SuiteError
-from trajectories.tasks import BLIMP_DIR_ENV, TaskError
-
-USER_ERRORS = (SuiteError, TaskError, StoreError)
+from trajectories.errors import UserError
+from trajectories.suites import STEPS_HELP
+from trajectories.tasks import BLIMP_DIR_ENV
 
 
 def _suite_args(parser: argparse.ArgumentParser) -> None:
@@ -106,10 +104,37 @@ def cmd_status(args) -> int:
 def cmd_collect(args) -> int:
     from trajectories.curves import collect
 
-    table = collect(args.out)
+    table = collect(args.out, imports=args.imports)
     print(f"{len(table)} rows, {table.model.nunique()} models, {table.step.nunique()} steps, "
           f"{table.task.nunique()} tasks")
     print(f"curves: {Path(args.out) / 'curves.parquet'} (and .csv)")
+    return 0
+
+
+def _curves(out: str):
+    import pandas as pd
+
+    path = Path(out) / "curves.parquet"
+    if not path.exists():
+        raise UserError(f"{out} has no curves table; run `trajectories sweep` or `trajectories collect {out}` first")
+    return pd.read_parquet(path)
+
+
+def cmd_plot(args) -> int:
+    from trajectories.plots import plot_all
+
+    paths = plot_all(_curves(args.out), Path(args.out) / "plots", x=args.x, phenomenon=args.phenomenon, task=args.task)
+    print(f"{len(paths)} figures in {Path(args.out) / 'plots'}:")
+    print("\n".join(f"  {p}" for p in paths))
+    return 0
+
+
+def cmd_analyze(args) -> int:
+    from trajectories.report import write_report
+
+    _curves(args.out)
+    report = write_report(Path(args.out), fraction=args.fraction)
+    print(f"report: {report / 'report.html'} (and report.md, CSV tables in {report})")
     return 0
 
 
@@ -195,7 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="results folder (default: results/<suite>_<tasks>)")
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     p.add_argument("--dtype", default="auto", help="auto | float32 | float16 | bfloat16 (auto: float32 on CPU)")
-    p.add_argument("--batch-size", default=32, type=lambda s: s if s.startswith("auto") else int(s))
+    p.add_argument("--batch-size", default="auto", type=lambda s: s if s == "auto" else int(s),
+                   help="sequences per forward pass (auto: 32 on CPU; on GPU the largest that fits, from 1024 down)")
     p.add_argument("--evict", choices=("auto", "always", "never"), default="auto",
                    help="delete each downloaded hub checkpoint once evaluated (auto: those over 2 GB)")
     p.add_argument("--force", action="store_true", help="re-evaluate units that are already done")
@@ -206,9 +232,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out")
     p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("collect", help="rebuild the curves table from a sweep's units")
+    p = sub.add_parser("collect", help="rebuild the curves table from a sweep's units (and imported lm-eval JSONs)")
     p.add_argument("out")
+    p.add_argument("--import", dest="imports", action="append", metavar="GLOB",
+                   help="lm-eval results JSON files to add (0.3 or 0.4 layout); repeatable")
     p.set_defaults(func=cmd_collect)
+
+    p = sub.add_parser("plot", help="learning-curve figures (PNG + SVG) under OUT/plots/")
+    p.add_argument("out")
+    p.add_argument("--x", choices=("step", "tokens"), default="step")
+    p.add_argument("--phenomenon", help="also draw this phenomenon's paradigm grid")
+    p.add_argument("--task", help="a task name or glob: curves of any imported lm-eval metric")
+    p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("analyze", help="acquisition steps, orders, agreement, report under OUT/report/")
+    p.add_argument("out")
+    p.add_argument("--fraction", type=float, default=0.5,
+                   help="acquired = reaches this fraction of the way from chance to the final accuracy")
+    p.set_defaults(func=cmd_analyze)
 
     _tasks_parser(sub)
     return parser
@@ -218,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except USER_ERRORS as err:
+    except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

@@ -171,22 +171,23 @@ class Evaluator:
         self._prefetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
         self._prefetched: tuple[tuple[str, int], Future] | None = None
 
-    @property
-    def dtype(self) -> str:
-        if self.spec.dtype == "auto" and not self.settings.device.startswith("cuda"):
+    def dtype(self, ckpt: Checkpoint) -> str:
+        if self.spec.dtype != "auto":
+            return self.spec.dtype
+        if not self.settings.device.startswith("cuda"):
             return "float32"  # half precision on a CPU is slow and loses the small log-prob differences we measure
-        return self.spec.dtype
+        return ckpt.model.train_dtype or "auto"  # "auto": the dtype in the checkpoint's config
 
     def prefetch(self, ckpt: Checkpoint) -> None:
         """Start building `ckpt` in the background; at most one checkpoint is held ahead, bounding memory."""
-        future = self._prefetcher.submit(fetch, ckpt, self.dtype, self.spec.trust_remote_code)
+        future = self._prefetcher.submit(fetch, ckpt, self.dtype(ckpt), self.spec.trust_remote_code)
         self._prefetched = (ckpt.key, future)
 
     def load_model(self, ckpt: Checkpoint) -> tuple[SweepLM, FetchedCheckpoint]:
         if self._prefetched and self._prefetched[0] == ckpt.key:
             fetched = self._prefetched[1].result()
         else:
-            fetched = fetch(ckpt, self.dtype, self.spec.trust_remote_code)
+            fetched = fetch(ckpt, self.dtype(ckpt), self.spec.trust_remote_code)
         self._prefetched = None
         self.model_loads += 1
         model = fetched.model.to(self.settings.device)
@@ -237,7 +238,7 @@ class Evaluator:
         provenance = {
             "versions": versions(), "commit": fetched.commit,
             "device": str(model.device), "dtype": str(model.dtype).removeprefix("torch."),
-            "batch_size": self.settings.batch_size,
+            "batch_size": lm.rows_per_batch,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "peak_gpu_mb": torch.cuda.max_memory_allocated(lm.device) / 2**20 if lm.device.type == "cuda" else None,
         }

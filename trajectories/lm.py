@@ -28,6 +28,8 @@ class SweepLM(HFLM):
         # tokenizers are identical.
         self.token_cache = {} if token_cache is None else token_cache
         self._logit_buffer: torch.Tensor | None = None
+        self.auto_batch = not isinstance(self.batch_size, int)
+        self.rows_per_batch = self.batch_size if not self.auto_batch else (1024 if self.device.type == "cuda" else 32)
 
     def tok_encode(self, string, add_special_tokens=None, left_truncate_len=None, **kwargs):
         key = (string, add_special_tokens, left_truncate_len, self.add_bos_token)
@@ -39,18 +41,28 @@ class SweepLM(HFLM):
         return super().loglikelihood(requests, disable_tqdm=True)  # a sweep draws one bar over checkpoints
 
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs=None):
-        if self.backend != "causal" or not isinstance(self.batch_size, int):
+        if self.backend != "causal":
             return super()._loglikelihood_tokens(requests, disable_tqdm=disable_tqdm, override_bs=override_bs)
         sequences = [(ctx + cont)[-(self.max_length + 1):] for _, ctx, cont in requests]
         cont_lens = [len(cont) for _, _, cont in requests]
         # Longest first, as lm-eval orders them, so batches group similar lengths and padding stays small.
         order = sorted(range(len(requests)), key=lambda i: -len(sequences[i]))
         results: list[tuple[float, bool] | None] = [None] * len(requests)
-        for start in range(0, len(order), self.batch_size):
-            batch = order[start:start + self.batch_size]
-            logprobs, greedy = self._score_batch([sequences[i] for i in batch], [cont_lens[i] for i in batch])
+        start = 0
+        while start < len(order):
+            batch = order[start : start + self.rows_per_batch]
+            try:
+                logprobs, greedy = self._score_batch([sequences[i] for i in batch], [cont_lens[i] for i in batch])
+            except torch.cuda.OutOfMemoryError:
+                if not self.auto_batch or self.rows_per_batch == 1:
+                    raise
+                self.rows_per_batch //= 2  # "auto": start large, halve until a batch fits, keep what fits
+                self._logit_buffer = None
+                torch.cuda.empty_cache()
+                continue
             for i, lp, g in zip(batch, logprobs.tolist(), greedy.tolist()):
                 results[i] = (lp, g)
+            start += len(batch)
         return results
 
     @torch.no_grad()

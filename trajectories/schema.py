@@ -22,6 +22,7 @@ class ModelInfo:
     heads: int | None = None
     d_head: int | None = None
     learning_rate: float | None = None
+    train_dtype: str | None = None  # the precision it was trained in: the default evaluation dtype on a GPU
     tokens_per_step: int | None = None
     repo: str | None = None  # hub repo id for hub suites
     path: str | None = None  # model folder for local suites (holds step<N>/)
@@ -75,7 +76,7 @@ class EvalSettings:
     """How to run a checkpoint; does not change results beyond float noise, so it is not part of the spec."""
 
     device: str = "cpu"
-    batch_size: int | str = 32
+    batch_size: int | str = "auto"
     blimp_dir: str | None = None
     evict: str = "auto"  # delete downloaded hub checkpoints once evaluated: "auto" (those over 2 GB), "always", "never"
     extra: dict = field(default_factory=dict)

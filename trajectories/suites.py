@@ -12,10 +12,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from trajectories.errors import UserError
 from trajectories.schema import Checkpoint, ModelInfo
 
 
-class SuiteError(ValueError):
+class SuiteError(UserError):
     """A suite, model or step the user asked for does not exist; the message lists what does."""
 
 
@@ -57,6 +58,7 @@ def _pythia_models() -> dict[str, ModelInfo]:
             models[name] = ModelInfo(
                 name=name, size=size, params=params, deduped=deduped, seed=seed, layers=layers, d_model=d_model,
                 heads=heads, d_head=d_head, learning_rate=lr, tokens_per_step=PYTHIA_TOKENS_PER_STEP,
+                train_dtype="bfloat16" if size == "1b" else "float16",
                 repo=f"EleutherAI/pythia-{name}",
             )
     return models

@@ -13,13 +13,15 @@ import os
 from copy import deepcopy
 from pathlib import Path
 
+from trajectories.errors import UserError
+
 BLIMP_PARADIGMS: dict[str, str] = json.loads((Path(__file__).with_name("blimp_paradigms.json")).read_text())
 BLIMP_PHENOMENA = tuple(sorted(set(BLIMP_PARADIGMS.values())))
 BLIMP_DIR_ENV = "TRAJECTORIES_BLIMP_DIR"
 TASKS_DIR_ENV = "TRAJECTORIES_TASKS_DIR"
 
 
-class TaskError(ValueError):
+class TaskError(UserError):
     """A task spec or task data the user gave is wrong; the message names valid choices or missing files."""
 
 

@@ -1,0 +1,97 @@
+"""Figures are read back and checked for drawn data, not just for existing."""
+
+from __future__ import annotations
+
+import re
+
+import matplotlib.colors
+import matplotlib.image
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.test_analysis import synthetic_sweep, tables
+from trajectories import analysis, plots
+from trajectories.analysis import AnalysisError
+
+
+@pytest.fixture(scope="module")
+def curves():
+    return tables(synthetic_sweep(models=["70m", "70m-deduped", "160m"], n_items=100), n_boot=50)[0]
+
+
+def pixels_near(png, color, tol=0.06) -> int:
+    image = matplotlib.image.imread(png)[..., :3]
+    return int((np.abs(image - np.array(matplotlib.colors.to_rgb(color))).max(axis=-1) < tol).sum())
+
+
+def assert_drawn(paths, colors=()):
+    """Both formats written; the PNG is more than a blank frame and shows each colour; the SVG has paths."""
+    pngs = [p for p in paths if p.suffix == ".png"]
+    assert pngs and {p.with_suffix(".svg") for p in pngs} <= set(paths)
+    for png in pngs:
+        rgb = (matplotlib.image.imread(png)[..., :3] * 255).astype(np.uint32)
+        assert len(np.unique(rgb[..., 0] << 16 | rgb[..., 1] << 8 | rgb[..., 2])) > 50, png
+        for color in colors:
+            assert pixels_near(png, color) > 30, (png, color)
+        assert len(re.findall(r"<path ", png.with_suffix(".svg").read_text())) > 20
+
+
+def test_plot_all_draws_every_view(curves, tmp_path):
+    paths = plots.plot_all(curves, tmp_path)
+    names = {p.name for p in paths}
+    expected = {"phenomena", "scaling", "heatmap_70m", "heatmap_70m-deduped", "heatmap_160m",
+                "paradigms_agreement", "paradigms_islands", "paradigms_binding"}
+    assert {f"{n}.{fmt}" for n in expected for fmt in ("png", "svg")} == names
+    styles = plots.model_styles(curves)
+    colors = {s["color"] for s in styles.values()}
+    assert len(colors) == 2  # one colour per size: 70m and its deduped twin share one
+    assert_drawn([p for p in paths if p.stem.startswith(("phenomena", "paradigms"))], colors)
+    assert_drawn([p for p in paths if p.stem.startswith(("heatmap", "scaling"))])
+
+
+def test_sizes_are_ordered_by_parameters_and_deduped_is_dotted(curves):
+    styles = plots.model_styles(curves)
+    assert styles["70m"]["order"] < styles["70m-deduped"]["order"] < styles["160m"]["order"]
+    assert styles["70m-deduped"]["linestyle"] == ":" and styles["70m"]["linestyle"] == "-"
+    assert styles["70m"]["color"] == styles["70m-deduped"]["color"] != styles["160m"]["color"]
+
+
+def test_tokens_axis_and_one_phenomenon(curves, tmp_path):
+    paths = plots.plot_all(curves[curves.model == "160m"], tmp_path, x="tokens", phenomenon="islands")
+    assert {p.stem for p in paths} == {"phenomena", "paradigms_islands", "heatmap_160m"}
+    assert_drawn(paths)
+    with pytest.raises(AnalysisError, match="no tokens"):
+        plots.plot_all(curves.assign(tokens=pd.NA), tmp_path, x="tokens")
+    with pytest.raises(AnalysisError, match="phenomena: agreement, binding, islands"):
+        plots.plot_all(curves, tmp_path, phenomenon="ellipsis")
+
+
+def test_other_metrics_and_task_filter(curves, tmp_path):
+    steps = sorted(curves.step.unique())
+    ppl = pd.DataFrame({
+        "model": "160m", "size": "160m", "params": 160_000_000, "deduped": False, "step": steps,
+        "tokens": [s * 1000 for s in steps], "level": "metric", "task": "lambada_openai/perplexity", "phenomenon": "",
+        "acc": np.geomspace(5e4, 20, len(steps)), "acc_stderr": 1.0, "ci_method": "stderr", "n": 50,
+    }).assign(ci_low=lambda d: d.acc - 2, ci_high=lambda d: d.acc + 2)
+    both = pd.concat([curves, ppl], ignore_index=True)
+    other = plots.other_metrics(both, tmp_path)
+    assert_drawn(other, [plots.model_styles(both)["160m"]["color"]])
+    assert "lambada_openai/perplexity" in other[1].read_text()
+    assert_drawn(plots.plot_all(both, tmp_path, task="lambada*"))
+    with pytest.raises(AnalysisError, match="no task matches 'nope'"):
+        plots.plot_all(both, tmp_path, task="nope")
+
+
+def test_acquisition_plot(curves, tmp_path):
+    curves_items = tables(synthetic_sweep(models=["70m", "160m"], n_items=100), n_boot=20)
+    acq = analysis.acquisition(*curves_items, n_boot=50)
+    paths = plots.acquisition_plot(acq, curves_items[0], tmp_path)
+    assert_drawn(paths, {s["color"] for s in plots.model_styles(curves_items[0]).values()})
+
+
+def test_empty_or_foreign_tables_are_clear_errors(tmp_path):
+    with pytest.raises(AnalysisError, match="empty"):
+        plots.plot_all(pd.DataFrame(), tmp_path)
+    with pytest.raises(AnalysisError, match="lacks columns"):
+        plots.plot_all(pd.DataFrame({"model": ["x"], "step": [1]}), tmp_path)

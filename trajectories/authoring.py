@@ -1,0 +1,515 @@
+"""Authoring tasks: a file (or folder) of minimal pairs becomes validated lm-eval tasks in tasks/NAME/.
+
+User data is data. Sentences live only in the jsonl files; the generated YAMLs name fields (`doc_to_choice: choices`,
+`doc_to_text: prefix`) and never hold templates over user text or code, so nothing in lm-eval renders, parses or
+evaluates a sentence. lm-eval scores `target_delimiter + choice` (" " + sentence, as for its own BLiMP tasks) after
+the prefix, or after the model's BOS/EOS token when there is none.
+
+Scoring methods (BLiMP's names):
+  full sentence ("simple LM method", the default): is log P(good sentence) > log P(bad sentence)? Use it when the two
+    sentences differ anywhere, or in more than one place; it also counts how the rest of the sentence fits.
+  shared prefix ("one-prefix method", --prefix-field): is log P(good | prefix) > log P(bad | prefix)? Use it when the
+    pair shares a prefix and differs only in what comes next (e.g. the verb after a subject): it asks only for the
+    model's prediction at that point. The model reads prefix + " " + continuation.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import json
+import os
+import re
+import shutil
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from trajectories.tasks import BLIMP_PARADIGMS, BLIMP_PHENOMENA, TaskCatalog, TaskError, default_tasks_dir
+
+FORMATS = {".jsonl": "jsonl", ".csv": "csv", ".tsv": "tsv", ".txt": "pairs", ".pairs": "pairs"}
+GOOD_FIELDS = ("sentence_good", "good")
+BAD_FIELDS = ("sentence_bad", "bad")
+BLIMP_PHENOMENON_FIELD = "linguistics_term"
+NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
+# Phenomena appear in `--tasks NAME:PHENOMENON` (split on "," and ":") and in paradigm names.
+PHENOMENON_RE = re.compile(r"[\w.-]+\Z")
+SHOWN = 20  # problems listed per kind; the rest are counted
+# lm-eval's other minimal-pair families (folders of lm_eval/tasks); their data is on the hub.
+FAMILIES = ("blimp_nl", "lm_syneval", "multiblimp", "turblimp", "zhoblimp")
+BLIMP_PAIRS = 1000
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How to read a source: its format and which fields hold what; None means detect or default."""
+
+    format: str | None = None
+    good: str | None = None
+    bad: str | None = None
+    prefix: str | None = None
+    phenomenon: str | None = None
+    phenomenon_field: str | None = None
+    bad_first: bool = False
+
+    def validate(self) -> None:
+        if self.format and self.format not in FORMATS.values():
+            raise TaskError(f"unknown format {self.format!r}; formats: {', '.join(sorted(set(FORMATS.values())))}")
+        if self.phenomenon and self.phenomenon_field:
+            raise TaskError("give --phenomenon or --phenomenon-field, not both")
+        if self.phenomenon and not PHENOMENON_RE.match(self.phenomenon):
+            raise TaskError(f"phenomenon {self.phenomenon!r} must be letters, digits, '_', '.' or '-'")
+
+
+@dataclass(frozen=True)
+class Pair:
+    good: str
+    bad: str
+    phenomenon: str
+    where: str  # file:line of the input, kept in the data so that a result can be traced back to it
+    prefix: str | None = None
+
+    def row(self) -> dict:
+        text = (
+            {"sentence_good": self.good, "sentence_bad": self.bad} if self.prefix is None
+            else {"prefix": self.prefix, "good": self.good, "bad": self.bad}
+        )
+        return text | {"choices": [self.good, self.bad], "phenomenon": self.phenomenon, "source": self.where}
+
+
+@dataclass
+class Report:
+    """What a check found: the paradigms a task would have (their pairs in input order) and the problems."""
+
+    paradigms: dict[str, list[Pair]] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def counts(self) -> Counter:
+        return Counter(p.phenomenon for pairs in self.paradigms.values() for p in pairs)
+
+    def summary(self) -> str:
+        counts = self.counts()
+        lines = [f"{sum(counts.values())} pairs, {len(self.paradigms)} paradigms, {len(counts)} phenomena"]
+        lines += [f"  {'paradigm':<40} {'phenomenon':<32} pairs"]
+        lines += [f"  {p:<40} {pairs[0].phenomenon:<32} {len(pairs):>5}" for p, pairs in self.paradigms.items()]
+        lines += ["  per phenomenon:"]
+        lines += [
+            f"  {ph:<40} {n:>5}" + ("  (also a BLiMP phenomenon)" if ph in BLIMP_PHENOMENA else "")
+            for ph, n in sorted(counts.items())
+        ]
+        for kind, problems in (("warning", self.warnings), ("error", self.errors)):
+            lines += [f"{kind}: {p}" for p in problems[:SHOWN]]
+            if len(problems) > SHOWN:
+                lines.append(f"... and {len(problems) - SHOWN} more {kind}s")
+        return "\n".join(lines)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"\W+", "_", text, flags=re.ASCII).strip("_")
+
+
+def _lines(path: Path, errors: list[str]) -> list[str]:
+    """The file's lines without their "\\n"; bytes that are not UTF-8 are reported by line and replaced."""
+    data = path.read_bytes().removeprefix(codecs.BOM_UTF8)
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        errors.append(f"{path}:1: the file is UTF-16; save it as UTF-8")
+        return []
+    lines = []
+    for n, raw in enumerate(data.split(b"\n"), 1):
+        try:
+            lines.append(raw.decode("utf-8"))
+        except UnicodeDecodeError as err:
+            errors.append(f"{path}:{n}: not UTF-8: byte {raw[err.start]:#04x} at column {err.start + 1}")
+            lines.append(raw.decode("utf-8", "replace"))
+    if lines[-1] == "":
+        lines.pop()
+    return lines
+
+
+def _records(path: Path, fmt: str, layout: Layout, errors: list[str]) -> list[tuple[int, dict]]:
+    """(line, fields) for each pair in the file."""
+    lines = _lines(path, errors)
+    if fmt == "jsonl":
+        return _jsonl_records(path, lines, errors)
+    if fmt == "pairs":
+        return _pairs_records(path, lines, layout.bad_first, errors)
+    # A TSV has no quoting: a '"' in a sentence is text. A CSV quotes by the usual rules.
+    reader = csv.reader(
+        io.StringIO("\n".join(lines), newline=""), strict=True,
+        **({"delimiter": "\t", "quoting": csv.QUOTE_NONE} if fmt == "tsv" else {}),
+    )
+    records, header = [], None
+    try:
+        for row in reader:
+            if not row:
+                continue
+            if header is None:
+                header = row
+            elif len(row) != len(header):
+                errors.append(f"{path}:{reader.line_num}: expected {len(header)} columns, found {len(row)}")
+            else:
+                records.append((reader.line_num, dict(zip(header, row, strict=True))))
+    except csv.Error as err:
+        errors.append(f"{path}:{reader.line_num}: {err}")
+    return records
+
+
+def _jsonl_records(path: Path, lines: list[str], errors: list[str]) -> list[tuple[int, dict]]:
+    records = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            errors.append(f"{path}:{n}: invalid JSON: {err.msg} at column {err.colno}")
+            continue
+        if isinstance(record, dict):
+            records.append((n, record))
+        else:
+            errors.append(f"{path}:{n}: expected a JSON object, found {type(record).__name__}")
+    return records
+
+
+def _pairs_records(path: Path, lines: list[str], bad_first: bool, errors: list[str]) -> list[tuple[int, dict]]:
+    """Two consecutive lines per pair; blank lines may separate pairs. Only the line break is removed."""
+    records, pending = [], []
+    for n, line in enumerate(lines, 1):
+        line = line.removesuffix("\r")
+        if not line.strip():
+            if pending:
+                errors.append(f"{path}:{n}: blank line inside the pair that starts on line {pending[0][0]}")
+                pending = []
+            continue
+        pending.append((n, line))
+        if len(pending) == 2:
+            (start, first), (_, second) = pending
+            records.append((start, {"good": second, "bad": first} if bad_first else {"good": first, "bad": second}))
+            pending = []
+    if pending:
+        errors.append(f"{path}:{pending[0][0]}: a sentence without its pair at the end of the file")
+    return records
+
+
+def _problem(value) -> str | None:
+    if value is None:
+        return "is missing"
+    if not isinstance(value, str):
+        return f"must be text, not {type(value).__name__}"
+    if not value.strip():
+        return "is empty"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as err:
+        return f"is not valid Unicode ({value[err.start]!a} at position {err.start})"
+    return None
+
+
+def _file_pairs(path: Path, records: list[tuple[int, dict]], layout: Layout, default_phenomenon: str,
+                errors: list[str]) -> list[Pair]:
+    first = records[0][1] if records else {}
+    fields = {
+        "good": layout.good or next((f for f in GOOD_FIELDS if f in first), GOOD_FIELDS[0]),
+        "bad": layout.bad or next((f for f in BAD_FIELDS if f in first), BAD_FIELDS[0]),
+        "prefix": layout.prefix,
+        "phenomenon": layout.phenomenon_field,
+    }
+    if not layout.phenomenon and not fields["phenomenon"] and all(BLIMP_PHENOMENON_FIELD in r for _, r in records):
+        fields["phenomenon"] = BLIMP_PHENOMENON_FIELD  # BLiMP's own files label their phenomenon
+    pairs = []
+    for n, record in records:
+        values, ok = {}, True
+        for role, name in fields.items():
+            problem = _problem(record.get(name)) if name else None
+            if problem:
+                errors.append(f"{path}:{n}: field {name!r} {problem}")
+                ok = False
+            elif name:
+                values[role] = record[name]
+        phenomenon = values.get("phenomenon") or layout.phenomenon or default_phenomenon
+        if ok and values["good"] == values["bad"]:
+            errors.append(f"{path}:{n}: the good and the bad sentence are identical")
+        elif ok and not PHENOMENON_RE.match(phenomenon):
+            errors.append(f"{path}:{n}: phenomenon {phenomenon!r} must be letters, digits, '_', '.' or '-'")
+        elif ok:
+            pairs.append(Pair(values["good"], values["bad"], phenomenon, f"{path.name}:{n}", values.get("prefix")))
+    return pairs
+
+
+def _source_files(source: Path, layout: Layout) -> list[Path]:
+    if source.is_dir():
+        files = sorted(p for p in source.iterdir() if p.is_file() and p.suffix.lower() in FORMATS)
+        if not files:
+            raise TaskError(f"{source}: no files of minimal pairs ({', '.join(FORMATS)}) in this folder")
+        return files
+    if not source.is_file():
+        raise TaskError(f"{source}: no such file or folder")
+    if not layout.format and source.suffix.lower() not in FORMATS:
+        raise TaskError(f"{source}: cannot tell the format from its name; pass --format jsonl|csv|tsv|pairs")
+    return [source]
+
+
+def check_source(source: str | Path, layout: Layout = Layout(), name: str | None = None) -> Report:
+    """Parse and validate a file or folder of minimal pairs without writing anything.
+
+    One paradigm per (file, phenomenon): named after the file, plus the phenomenon when a file holds several.
+    Pairs without a phenomenon get NAME's (the file's name when there is no NAME)."""
+    layout.validate()
+    source = Path(source)
+    report = Report()
+    for path in _source_files(source, layout):
+        fmt = layout.format or FORMATS[path.suffix.lower()]
+        if fmt == "pairs" and (layout.good or layout.bad or layout.prefix or layout.phenomenon_field):
+            raise TaskError("a pairs file has no fields: --good, --bad, --prefix-field and --phenomenon-field "
+                            "apply to jsonl, csv and tsv")
+        records = _records(path, fmt, layout, report.errors)
+        pairs = _file_pairs(path, records, layout, name or _slug(source.stem), report.errors)
+        if not records:
+            report.errors.append(f"{path}: no pairs")
+        by_phenomenon: dict[str, list[Pair]] = {}
+        for pair in pairs:
+            by_phenomenon.setdefault(pair.phenomenon, []).append(pair)
+        for phenomenon, some in by_phenomenon.items():
+            paradigm = _slug(path.stem) if len(by_phenomenon) == 1 else _slug(f"{path.stem}_{phenomenon}")
+            if paradigm in report.paradigms or not paradigm:
+                report.errors.append(f"{path}: paradigm name {paradigm!r} is empty or taken; rename the file")
+            report.paradigms[paradigm] = some
+    _duplicates(report)
+    return report
+
+
+def _duplicates(report: Report) -> None:
+    first: dict[tuple, str] = {}
+    for pairs in report.paradigms.values():
+        for p in pairs:
+            key = (p.prefix, p.good, p.bad)
+            if key in first:
+                report.warnings.append(f"{p.where}: duplicate of the pair at {first[key]}")
+            first.setdefault(key, p.where)
+
+
+def check_task(name: str, catalog: TaskCatalog | None = None) -> Report:
+    """Validate the local data of a known task or family (tasks in tasks/, or BLiMP with a --blimp-dir)."""
+    catalog = catalog or TaskCatalog()
+    report = Report()
+    for task in catalog.expand(name):
+        cfg = catalog.config(task)
+        files = (cfg.get("dataset_kwargs") or {}).get("data_files") or {}
+        fields = _fields_of(cfg)
+        if cfg.get("dataset_path") != "json" or not isinstance(files, dict) or fields is None:
+            report.errors.append(f"{task}: not a minimal-pair task with local data; nothing to check")
+            continue
+        prefix, good, bad = fields
+        layout = Layout("jsonl", good, bad, prefix, phenomenon=catalog.phenomenon(task) or None)
+        for file in map(Path, files.values()):
+            if not file.is_file():
+                report.errors.append(f"{task}: missing data file {file}")
+                continue
+            pairs = _file_pairs(file, _records(file, "jsonl", layout, report.errors), layout, task, report.errors)
+            report.paradigms.setdefault(task, []).extend(pairs)
+    _duplicates(report)
+    return report
+
+
+def _fields_of(cfg: dict) -> tuple[str | None, str, str] | None:
+    """(prefix, good, bad) fields of a task this module wrote, or of a BLiMP-style `{{[good, bad]}}` task."""
+    if cfg.get("doc_to_choice") == "choices":
+        shared_prefix = cfg.get("doc_to_text") == "prefix"
+        return ("prefix", "good", "bad") if shared_prefix else (None, "sentence_good", "sentence_bad")
+    template = re.fullmatch(r"\{\{\s*\[\s*(\w+)\s*,\s*(\w+)\s*\]\s*\}\}", str(cfg.get("doc_to_choice", "")))
+    return (None, *template.groups()) if template and not cfg.get("doc_to_text") else None
+
+
+def check(target: str, layout: Layout = Layout(), name: str | None = None, catalog: TaskCatalog | None = None
+          ) -> Report:
+    """`tasks check`: a path is checked as `tasks add` would read it; anything else is a task name."""
+    if Path(target).exists():
+        return check_source(target, layout, name)
+    return check_task(target, catalog)
+
+
+def _task_config(task: str, paradigm: str, phenomenon: str, shared_prefix: bool, source: str) -> dict:
+    return {
+        "task": task,
+        "dataset_path": "json",
+        "dataset_name": None,
+        "dataset_kwargs": {"data_files": {"train": f"{paradigm}.jsonl"}},
+        "output_type": "multiple_choice",
+        "validation_split": "train",
+        # Field names, not templates: lm-eval returns a field's value untouched.
+        "doc_to_text": "prefix" if shared_prefix else "",
+        "target_delimiter": " ",
+        "doc_to_target": 0,
+        "doc_to_choice": "choices",
+        "num_fewshot": 0,
+        "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}],
+        "metadata": {"version": 1.0, "phenomenon": phenomenon, "source": source},
+    }
+
+
+def _dump(header: str, config: dict) -> str:
+    return f"# {header}\n" + yaml.safe_dump(config, sort_keys=False, allow_unicode=True)
+
+
+def _readme(name: str, report: Report, source: str, layout: Layout, tasks: list[str]) -> str:
+    method = (
+        f"shared prefix (BLiMP's one-prefix method): log P(good | prefix) vs log P(bad | prefix), prefix from "
+        f"{layout.prefix!r}" if layout.prefix else "full sentence (BLiMP's simple LM method): log P(good) vs log P(bad)"
+    )
+    counts = report.counts()
+    rows = [f"| {t} | {pairs[0].phenomenon} | {len(pairs)} |" for t, pairs in zip(tasks, report.paradigms.values(),
+                                                                                     strict=True)]
+    return "\n".join([
+        f"# {name}", "",
+        f"Minimal pairs from `{source}`, added by `trajectories tasks add`. Scoring: {method}.",
+        f"{sum(counts.values())} pairs in {len(tasks)} paradigms. Run: `trajectories sweep --suite ... --tasks {name}`"
+        f" (one phenomenon: `--tasks {name}:PHENOMENON`).", "",
+        "| phenomenon | pairs |", "|---|---|", *[f"| {ph} | {n} |" for ph, n in sorted(counts.items())], "",
+        "| task | phenomenon | pairs |", "|---|---|---|", *rows, "",
+        "Each line of a paradigm's jsonl is one pair; `source` is the file and line it came from.", "",
+    ])
+
+
+def _taken_names(catalog: TaskCatalog, own: Path) -> set[str]:
+    """Names that a new task must not reuse: tasks and groups known here outside `own`, bare BLiMP paradigm names
+    (they expand to BLiMP's tasks) and lm-eval's task folders (cheap to list; its full index takes seconds)."""
+    import lm_eval
+
+    taken = {
+        n for n, e in catalog.manager.task_index.items()
+        if not (e.yaml_path and Path(e.yaml_path).resolve().is_relative_to(own.resolve()))
+    }
+    folders = (Path(lm_eval.__file__).parent / "tasks").iterdir()
+    return taken | set(BLIMP_PARADIGMS) | {p.name for p in folders if p.is_dir() and not p.name.startswith("_")}
+
+
+def add_task(source: str | Path, name: str, layout: Layout = Layout(), tasks_dir: str | Path | None = None,
+             force: bool = False) -> tuple[Path, Report]:
+    """Check `source` and write tasks/NAME/ (task YAML + jsonl per paradigm, group YAML, README), all or nothing."""
+    if not NAME_RE.match(name):
+        raise TaskError(f"task name {name!r} must start with a letter and hold only letters, digits and '_'")
+    tasks_dir = Path(tasks_dir or default_tasks_dir())
+    report = check_source(source, layout, name)
+    if not report.ok:
+        raise TaskError(f"{source}: {len(report.errors)} problems, nothing written\n{report.summary()}")
+    target = tasks_dir / name
+    if target.exists() and not force:
+        raise TaskError(f"{target} exists; pass --force to replace it")
+    tasks = [f"{name}_{paradigm}" for paradigm in report.paradigms]
+    clashes = sorted({name, *tasks} & _taken_names(TaskCatalog(task_dirs=(tasks_dir,)), target))
+    if clashes:
+        raise TaskError(f"names already taken by other tasks: {', '.join(clashes)}; choose another --name")
+
+    tasks_dir.mkdir(parents=True, exist_ok=True)
+    # Written beside the target and renamed into place, so a failure never leaves a half-written task.
+    tmp, old = tasks_dir / f".{name}.{os.getpid()}.new", tasks_dir / f".{name}.{os.getpid()}.old"
+    tmp.mkdir()
+    header = "Generated by `trajectories tasks add` (data only); rerun it rather than editing."
+    try:
+        for task, (paradigm, pairs) in zip(tasks, report.paradigms.items(), strict=True):
+            rows = "".join(json.dumps(p.row(), ensure_ascii=False) + "\n" for p in pairs)
+            (tmp / f"{paradigm}.jsonl").write_text(rows, encoding="utf-8")
+            config = _task_config(task, paradigm, pairs[0].phenomenon, layout.prefix is not None, str(source))
+            (tmp / f"{paradigm}.yaml").write_text(_dump(header, config), encoding="utf-8")
+        group = {
+            "group": name, "task": tasks,
+            "aggregate_metric_list": [{"metric": "acc", "aggregation": "mean", "weight_by_size": False}],
+            "metadata": {"version": 1.0},
+        }
+        (tmp / f"_{name}.yaml").write_text(_dump(header, group), encoding="utf-8")
+        (tmp / "README.md").write_text(_readme(name, report, str(source), layout, tasks), encoding="utf-8")
+        if target.exists():
+            target.rename(old)
+        tmp.rename(target)
+    except BaseException:
+        if old.exists() and not target.exists():
+            old.rename(target)
+        raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+    return target, report
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    family: str  # what `--tasks` takes to run the whole family
+    task: str
+    phenomenon: str
+    pairs: int | None  # None: the data is on the hub, and is not downloaded just to count it
+    source: str
+    summarized: bool = False  # listed as one line per family unless the family is asked for
+
+
+def known_tasks(catalog: TaskCatalog | None = None) -> list[TaskInfo]:
+    """Every task the harness knows: BLiMP, the tasks in tasks/ folders, and lm-eval's other minimal-pair families."""
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+    from lm_eval.tasks._index import Kind
+
+    catalog = catalog or TaskCatalog()
+    blimp_source = str(catalog.blimp_dir) if catalog.blimp_dir else "hub: nyu-mll/blimp"
+    infos = [
+        TaskInfo("blimp", f"blimp_{p}", ph, BLIMP_PAIRS, blimp_source)
+        for p, ph in sorted(BLIMP_PARADIGMS.items(), key=lambda item: (item[1], item[0]))
+    ]
+    for task in sorted(catalog.local_task_names()):
+        entry = catalog.manager.task_index[task]
+        if entry.kind != Kind.TASK:
+            continue
+        cfg = catalog.config(task)
+        files = list(((cfg.get("dataset_kwargs") or {}).get("data_files") or {}).values())
+        pairs = sum(_count_lines(Path(f)) for f in files) if files and all(Path(f).is_file() for f in files) else None
+        folder = Path(entry.yaml_path).resolve().parent
+        home = next(d.resolve() for d in catalog.task_dirs if folder.is_relative_to(d.resolve()))
+        family = (folder.relative_to(home).parts or (task,))[0]  # the folder under tasks/, i.e. the group
+        source = str((cfg.get("metadata") or {}).get("source") or folder)
+        infos.append(TaskInfo(family, task, catalog.phenomenon(task), pairs, source))
+    root = Path(lm_eval.__file__).parent / "tasks"
+    index = TaskManager(include_defaults=False, include_path=[root / f for f in FAMILIES]).task_index
+    for folder in FAMILIES:
+        members = sorted(
+            (n, e) for n, e in index.items() if e.kind == Kind.TASK and Path(e.yaml_path).parent == root / folder
+        )
+        groups = [n for n, e in index.items() if e.kind == Kind.GROUP and Path(e.yaml_path).parent == root / folder]
+        shared_tags = set.intersection(*(e.tags for _, e in members)) if members else set()
+        family = (groups or sorted(shared_tags) or [folder])[0]
+        for task, entry in members:
+            source = f"hub: {entry.cfg.get('dataset_path')}"
+            infos.append(TaskInfo(family, task, catalog.phenomenon(task), None, source, summarized=True))
+    return infos
+
+
+def _count_lines(path: Path) -> int:
+    with path.open("rb") as f:
+        return sum(1 for line in f if line.strip())
+
+
+def format_task_list(infos: list[TaskInfo], family: str | None = None) -> str:
+    """A table of tasks; hub families are one line each unless `family` names one."""
+    if family:
+        infos = [i for i in infos if i.family == family]
+        if not infos:
+            raise TaskError(f"no family {family!r}; `trajectories tasks list` shows them")
+    lines = [f"{'family':<16} {'phenomenon':<34} {'task':<56} {'pairs':>6}  source"]
+    by_family: dict[str, list[TaskInfo]] = {}
+    for info in infos:
+        by_family.setdefault(info.family, []).append(info)
+    for name, members in by_family.items():
+        if family or not members[0].summarized:
+            lines += [
+                f"{i.family:<16} {i.phenomenon or '-':<34} {i.task:<56} {i.pairs if i.pairs is not None else '?':>6}"
+                f"  {i.source}" for i in members
+            ]
+        else:
+            sources = ", ".join(sorted({i.source for i in members}))
+            lines.append(f"{name:<16} {'-':<34} {f'{len(members)} tasks (tasks list {name})':<56} {'?':>6}  {sources}")
+    return "\n".join(lines)
