@@ -1,9 +1,13 @@
 """A probabilistic grammar of a small English fragment: a training corpus and BLiMP-style minimal pairs.
 
-The fragment has proper names, nouns with number (and gender for people), determiners (the/a/this/that/these/those),
-adjectives, transitive and intransitive verbs agreeing in the present, past and perfect tenses (with irregular past
-participles), reflexives, negation and the NPI "ever", prepositional phrases and relative clauses on subjects
-(agreement attractors), and simple yes/no and wh-questions. Everything is deterministic given a seed.
+The fragment has proper names, nouns with number (and gender for people), determiners (the/a/this/that/these/those
+and no), adjectives, transitive and intransitive verbs agreeing in the present, past and perfect tenses (with
+irregular past participles), reflexives, negation and the NPI "ever" (licensed by "not", by a "no" subject or by a
+question), prepositional phrases and relative clauses on subjects (agreement attractors), and simple yes/no and
+wh-questions. Everything is deterministic given a seed.
+
+The paradigms range from bigram-easy (determiner-noun agreement) to long-distance (agreement across a relative
+clause, NPI scope, reflexive gender), so their learning curves separate over training.
 
 Paradigms are drawn from the same grammar as the corpus, so they are in distribution, but their grammatical
 sentences are excluded from any corpus built for the suite: a model scores them by generalisation, not recall.
@@ -17,6 +21,7 @@ tokenizer splits it off.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import random
 from collections.abc import Callable
@@ -58,11 +63,12 @@ def _nouns(spec: str, gender: str, person: bool) -> list[Noun]:
 MALE_NAMES = "John David Michael Robert James Thomas Peter Daniel".split()
 FEMALE_NAMES = "Mary Sarah Emily Laura Anna Rachel Lisa Helen".split()
 PEOPLE = (
-    _nouns("man/men boy/boys king/kings actor/actors brother/brothers waiter/waiters", "m", True)
-    + _nouns("woman/women girl/girls queen/queens actress/actresses sister/sisters waitress/waitresses", "f", True)
+    _nouns("man/men boy/boys king/kings prince/princes brother/brothers waiter/waiters", "m", True)
+    + _nouns("woman/women girl/girls queen/queens princess/princesses sister/sisters waitress/waitresses", "f", True)
     + _nouns("teacher/teachers doctor/doctors student/students child/children farmer/farmers lawyer/lawyers", "n", True)
 )
-ANIMALS = _nouns("dog/dogs cat/cats horse/horses bird/birds mouse/mice fox/foxes rabbit/rabbits wolf/wolves", "i", False)
+ANIMALS = _nouns("dog/dogs cat/cats horse/horses bird/birds mouse/mice fox/foxes rabbit/rabbits wolf/wolves", "i",
+                 False)
 THINGS = _nouns(
     "book/books car/cars house/houses picture/pictures letter/letters box/boxes key/keys song/songs "
     "table/tables cake/cakes window/windows bottle/bottles",
@@ -78,7 +84,9 @@ DET_WEIGHTS = {SG: (0.5, 0.2, 0.15, 0.15), PL: (0.6, 0.2, 0.2)}
 DEMONSTRATIVES = {SG: ("this", "that"), PL: ("these", "those")}
 HAS = {SG: "has", PL: "have"}
 DOES = {SG: "does", PL: "do"}
-NEUTRAL_ADVERBS = ("also", "really", "already")  # occur where "not" does in the perfect, so they can replace it
+NO_RATE = 0.06  # how often a noun phrase of the corpus has the determiner "no"
+# They occur where "not" does in the perfect, and before "ever" where something else licenses it.
+NEUTRAL_ADVERBS = ("also", "really", "already")
 
 TRANSITIVE = [
     Verb(*v.split(), obj, strict)
@@ -116,7 +124,7 @@ def vocabulary() -> list[str]:
     words = MALE_NAMES + FEMALE_NAMES + ADJECTIVES + PREPOSITIONS + list(NEUTRAL_ADVERBS)
     words += [n.sg for n in ALL_NOUNS] + [n.pl for n in ALL_NOUNS]
     words += [form for v in VERBS for form in v[:4]]
-    words += "the a this that these those who what has have does do did not never ever".split()
+    words += "the a this that these those no who what has have does do did not never ever".split()
     words += ["himself", "herself", "itself", "themselves"]
     seen: dict[str, None] = {}
     for w in words:
@@ -137,15 +145,16 @@ def _det(r: random.Random, number: str) -> str:
 
 
 def _simple_np(r: random.Random, nouns: list[Noun], *, number: str | None = None, names: float = 0.0,
-               adj: float = 0.2) -> tuple[list[str], str, str]:
-    """A name, or determiner (adjective) noun."""
+               adj: float = 0.2, no: float = 0.0) -> tuple[list[str], str, str]:
+    """A name, or determiner (adjective) noun; `no` is the chance of the determiner "no"."""
     people = nouns[0].person
     if number != PL and people and r.random() < names:
         male = r.random() < 0.5
         return [r.choice(MALE_NAMES if male else FEMALE_NAMES)], SG, "m" if male else "f"
     number = number or _number(r)
     noun = r.choice(nouns)
-    words = [_det(r, number)] + ([r.choice(ADJECTIVES)] if r.random() < adj else []) + [noun.form(number)]
+    det = "no" if no and r.random() < no else _det(r, number)
+    words = [det] + ([r.choice(ADJECTIVES)] if r.random() < adj else []) + [noun.form(number)]
     return words, number, noun.gender
 
 
@@ -155,11 +164,12 @@ def _reflexive(r: random.Random, number: str, gender: str) -> str:
     return REFLEXIVE[gender] if gender != "n" else r.choice(("himself", "herself"))
 
 
-def _object(r: random.Random, verb: Verb, subj_number: str, subj_gender: str, reflexive: float = 0.15) -> list[str]:
+def _object(r: random.Random, verb: Verb, subj_number: str, subj_gender: str, reflexive: float = 0.3,
+            no: float = 0.0) -> list[str]:
     if verb.obj == "any" and r.random() < reflexive:
         return [_reflexive(r, subj_number, subj_gender)]
     nouns = THINGS if verb.obj == "thing" else r.choice((PEOPLE, ANIMALS, THINGS))
-    words, _, _ = _simple_np(r, nouns, names=0.2)
+    words, _, _ = _simple_np(r, nouns, names=0.2, no=no)
     if r.random() < 0.1:
         words += [r.choice(PREPOSITIONS)] + _simple_np(r, r.choice((PEOPLE, ANIMALS, THINGS)))[0]
     return words
@@ -169,63 +179,69 @@ def _pick_verb(r: random.Random, transitive: float = 0.6) -> Verb:
     return r.choice(TRANSITIVE if r.random() < transitive else INTRANSITIVE)
 
 
-def _perfect_adverb(r: random.Random) -> list[str]:
+def _perfect_adverb(r: random.Random, licensed: bool) -> list[str]:
     x = r.random()
     if x < 0.5:
         return []
     if x < 0.75:
         return [r.choice(NEUTRAL_ADVERBS)]
-    return [r.choice((["not"], ["never"], ["not", "ever"]))]
+    if licensed:
+        return r.choice((["ever"], [r.choice(NEUTRAL_ADVERBS), "ever"]))
+    return r.choice((["not"], ["never"], ["not", "ever"]))
 
 
-def _vp(r: random.Random, number: str, gender: str, verb: Verb | None = None, reflexive: float = 0.15) -> list[str]:
-    """A predicate agreeing with a subject of `number`; a reflexive object takes the subject's number and gender."""
+def _vp(r: random.Random, number: str, gender: str, verb: Verb | None = None, reflexive: float = 0.3,
+        licensed: bool = False, no: float = 0.0) -> list[str]:
+    """A predicate agreeing with a subject of `number`; a reflexive object takes the subject's number and gender.
+
+    A `licensed` predicate has a "no" subject: "ever" may occur without "not", and a second negation may not.
+    """
     verb = verb or _pick_verb(r)
     x = r.random()
+    ever = ["ever"] if licensed and r.random() < 0.4 else []
     if x < 0.35:
-        words = [verb.present(number)]
-    elif x < 0.65:
-        words = [verb.past]
+        words = ever + [verb.present(number)]
+    elif x < 0.65 or licensed and x >= 0.85:
+        words = ever + [verb.past]
     elif x < 0.85:
-        words = [HAS[number]] + _perfect_adverb(r) + [verb.pp]
+        words = [HAS[number]] + _perfect_adverb(r, licensed) + [verb.pp]
     else:
         words = [r.choice((DOES[number], "did")), "not"] + (["ever"] if r.random() < 0.3 else []) + [verb.base]
     if verb.obj:
-        words += _object(r, verb, number, gender, reflexive)
+        words += _object(r, verb, number, gender, reflexive, no)
     return words
 
 
-def _relative_clause(r: random.Random, head_number: str, head_person: bool, *, subject_gap: bool | None = None,
-                     attractor: str | None = None) -> list[str]:
+def _relative_clause(r: random.Random, head_number: str, head_person: bool, attractor: str | None = None,
+                     no: float = 0.0) -> list[str]:
     """A relative clause on a head noun; `attractor` forces the number of the noun inside it."""
     rel = r.choice(("who", "that")) if head_person else "that"
-    if subject_gap is None:
-        subject_gap = r.random() < 0.6
-    if subject_gap:  # "that sees the dogs": the verb agrees with the head, the object may differ in number
+    if r.random() < 0.6:  # subject gap, "that sees the dogs": the verb agrees with the head, its object may not
+        if attractor is None and r.random() < 0.3:
+            return [rel] + _vp(r, head_number, "i", _pick_verb(r, 0.3), reflexive=0.0)
         verb = r.choice(TRANSITIVE)
         v = r.choice(([verb.present(head_number)], [verb.past], [HAS[head_number], verb.pp]))
         nouns = THINGS if verb.obj == "thing" else r.choice((PEOPLE, ANIMALS, THINGS))
-        if attractor is None and r.random() < 0.3:
-            return [rel] + _vp(r, head_number, "i", _pick_verb(r, 0.3), reflexive=0.0)
-        return [rel] + v + _simple_np(r, nouns, number=attractor, adj=0.0)[0]
-    # "that the dogs like": the verb agrees with the clause's own subject
-    np, number, _ = _simple_np(r, r.choice((PEOPLE, ANIMALS)), number=attractor, adj=0.0)
+        return [rel] + v + _simple_np(r, nouns, number=attractor, adj=0.0, no=no)[0]
+    # object gap, "that the dogs like": the verb agrees with the clause's own subject
+    np, number, _ = _simple_np(r, r.choice((PEOPLE, ANIMALS)), number=attractor, adj=0.0, no=no)
     verb = r.choice([v for v in TRANSITIVE if v.obj == "any"])
     return [rel] + np + r.choice(([verb.present(number)], [verb.past], [HAS[number], verb.pp]))
 
 
-def _subject(r: random.Random, *, modifiers: bool = True) -> tuple[list[str], str, str]:
+def _subject(r: random.Random, *, modifiers: bool = True, no: float = 0.0) -> tuple[list[str], str, str]:
     """An animate subject: a name or a noun phrase, possibly modified by a PP or a relative clause."""
     if not modifiers:
         return _simple_np(r, r.choice((PEOPLE, ANIMALS)), names=0.2)
     nouns = r.choice((PEOPLE, ANIMALS))
-    words, number, gender = _simple_np(r, nouns, names=0.2)
+    words, number, gender = _simple_np(r, nouns, names=0.2, no=no)
     if len(words) > 1:
         x = r.random()
         if x < 0.15:
-            words += [r.choice(PREPOSITIONS)] + _simple_np(r, r.choice((PEOPLE, ANIMALS, THINGS)), adj=0.0)[0]
+            pp_np = _simple_np(r, r.choice((PEOPLE, ANIMALS, THINGS)), adj=0.0, no=no)[0]
+            words += [r.choice(PREPOSITIONS)] + pp_np
         elif x < 0.3:
-            words += _relative_clause(r, number, nouns[0].person)
+            words += _relative_clause(r, number, nouns[0].person, no=no)
     return words, number, gender
 
 
@@ -238,7 +254,7 @@ def _question(r: random.Random) -> str:
     if x < 0.4:  # yes/no: "Has the man ever seen the dog?"
         subj, number, gender = _subject(r, modifiers=False)
         verb = _pick_verb(r)
-        ever = ["ever"] if r.random() < 0.3 else []
+        ever = r.choice(([], [], ["ever"], [r.choice(NEUTRAL_ADVERBS), "ever"]))
         aux, v = r.choice(((DOES[number], verb.base), ("did", verb.base), (HAS[number], verb.pp)))
         obj = _object(r, verb, number, gender) if verb.obj else []
         return _sentence([aux] + subj + ever + [v] + obj, "?")
@@ -254,22 +270,31 @@ def _question(r: random.Random) -> str:
 def sample_sentence(r: random.Random) -> str:
     if r.random() < 0.2:
         return _question(r)
-    subj, number, gender = _subject(r)
-    return _sentence(subj + _vp(r, number, gender))
+    subj, number, gender = _subject(r, no=NO_RATE)
+    return _sentence(subj + _vp(r, number, gender, licensed=subj[0] == "no", no=NO_RATE))
 
 
-def generate_corpus(n_tokens: int, seed: int, exclude: set[str] | frozenset[str] = frozenset()) -> list[str]:
+def generate_corpus(n_tokens: int, seed: int, exclude: set[str] | frozenset[str] = frozenset(),
+                    repeated: float = 0.2, pool: int = 2000) -> list[str]:
     """Sentences sampled from the grammar, skipping those in `exclude`, until they hold `n_tokens` tokens.
 
+    A fraction `repeated` of them is drawn from a Zipf-weighted pool of `pool` sentences, standing in for the
+    boilerplate a web corpus repeats, so that exact deduplication (the suite's deduped twins) removes something.
     A sentence counts its words, its final punctuation mark and the <|endoftext|> that precedes it in training.
     """
     r = random.Random(seed)
+
+    def fresh() -> str:
+        while (s := sample_sentence(r)) in exclude:
+            pass
+        return s
+
+    common = [fresh() for _ in range(pool)]
+    cum_weights = list(itertools.accumulate(1 / (rank + 1) for rank in range(pool)))
     out: list[str] = []
     total = 0
     while total < n_tokens:
-        s = sample_sentence(r)
-        if s in exclude:
-            continue
+        s = r.choices(common, cum_weights=cum_weights)[0] if r.random() < repeated else fresh()
         out.append(s)
         total += s.count(" ") + 3
     return out
@@ -367,24 +392,21 @@ def _reflexive_gender(r: random.Random) -> Pair:
     return start + [good], start + [bad], "."
 
 
-def _irregular_past(r: random.Random) -> Pair:
-    """Simple past, where the participle is wrong: "The man saw the dog." vs "The man seen the dog."."""
+def _irregular(r: random.Random) -> Pair:
+    """The past where the tense needs it, the participle after 'has': both directions, so that neither form is
+    favoured by itself: "The man saw the dog." vs "The man seen the dog.", "The man has seen the dog." vs "... saw"."""
     subj, number, gender = _subject(r, modifiers=False)
-    verb = r.choice(IRREGULAR)
-    obj = _object(r, verb, number, gender) if verb.obj else []
-    return subj + [verb.past] + obj, subj + [verb.pp] + obj, "."
-
-
-def _irregular_perfect(r: random.Random) -> Pair:
-    """Perfect, where the simple past is wrong: "The man has seen the dog." vs "The man has saw the dog."."""
-    subj, number, gender = _subject(r, modifiers=False)
+    if r.random() < 0.5:
+        verb = r.choice([v for v in IRREGULAR if v.pp != v.base])  # "The men run." is a fine present tense
+        obj = _object(r, verb, number, gender) if verb.obj else []
+        return subj + [verb.past] + obj, subj + [verb.pp] + obj, "."
     verb = r.choice(IRREGULAR)
     obj = _object(r, verb, number, gender) if verb.obj else []
     return subj + [HAS[number], verb.pp] + obj, subj + [HAS[number], verb.past] + obj, "."
 
 
 def _npi_negation(r: random.Random) -> Pair:
-    """'ever' needs the negation: "has not ever seen" vs "has also ever seen"."""
+    """'ever' needs a licensor: "has not ever seen" vs "has really ever seen"."""
     subj, number, gender = _subject(r)
     verb = _pick_verb(r)
     obj = _object(r, verb, number, gender) if verb.obj else []
@@ -393,45 +415,76 @@ def _npi_negation(r: random.Random) -> Pair:
 
 
 def _npi_scope(r: random.Random) -> Pair:
-    """A negation inside a relative clause does not license 'ever' in the main clause; the words are identical."""
+    """'ever' is licensed by "no" on the subject, not by "no" inside it: the two sentences swap "no" and "the"."""
     number = _number(r)
     nouns = r.choice((PEOPLE, ANIMALS))
-    head, _, gender = _simple_np(r, nouns, number=number, adj=0.0)
-    rel = r.choice(("who", "that")) if nouns[0].person else "that"
-    rc_verb, verb = _pick_verb(r), _pick_verb(r)
-    rc_obj = _object(r, rc_verb, number, "i", reflexive=0.0) if rc_verb.obj else []
-    obj = _object(r, verb, number, gender) if verb.obj else []
-    adv = r.choice(NEUTRAL_ADVERBS)
+    noun = r.choice(nouns).form(number)
+    inner_nouns = r.choice((PEOPLE, ANIMALS, THINGS))
+    inner = r.choice(inner_nouns).form(_number(r))
+    if r.random() < 0.5:
+        before_inner = [r.choice(PREPOSITIONS)]
+    else:
+        verb = r.choice([v for v in TRANSITIVE if v.obj == "any" or inner_nouns is THINGS])
+        rel = r.choice(("who", "that")) if nouns[0].person else "that"
+        before_inner = [rel] + r.choice(([verb.present(number)], [verb.past], [HAS[number], verb.pp]))
+    verb = _pick_verb(r)
+    if r.random() < 0.5:
+        pred = [HAS[number]] + r.choice(([], [r.choice(NEUTRAL_ADVERBS)])) + ["ever", verb.pp]
+    else:
+        pred = ["ever", r.choice((verb.present(number), verb.past))]
+    pred += _object(r, verb, number, "i", reflexive=0.0) if verb.obj else []
+    good = ["no", noun, *before_inner, "the", inner, *pred]
+    bad = ["the", noun, *before_inner, "no", inner, *pred]
+    return good, bad, "."
 
-    def build(rc_adv: str, main_adv: str) -> list[str]:
-        return [*head, rel, HAS[number], rc_adv, rc_verb.pp, *rc_obj, HAS[number], main_adv, "ever", verb.pp, *obj]
 
-    return build(adv, "not"), build("not", adv), "."
+def _tense(r: random.Random, number: str) -> Callable[[Verb], list[str]]:
+    return r.choice((lambda v: [v.present(number)], lambda v: [v.past], lambda v: [HAS[number], v.pp]))
 
 
-def _transitive(r: random.Random) -> Pair:
-    """An object needs a transitive verb: "The man admired the dog." vs "The man slept the dog."."""
+def _transitivity(r: random.Random) -> Pair:
+    """A transitive verb needs an object and an intransitive one refuses it, half the pairs each way:
+    "The man admired the dog." vs "The man slept the dog.", "The man slept." vs "The man admired."."""
     subj, number, gender = _subject(r, modifiers=False)
-    good, bad = r.choice([v for v in TRANSITIVE if v.strict]), r.choice([v for v in INTRANSITIVE if v.strict])
-    obj = _object(r, good, number, gender)
-    form = r.choice((lambda v: [v.present(number)], lambda v: [v.past], lambda v: [HAS[number], v.pp]))
-    return subj + form(good) + obj, subj + form(bad) + obj, "."
+    tr, intr = r.choice([v for v in TRANSITIVE if v.strict]), r.choice([v for v in INTRANSITIVE if v.strict])
+    form = _tense(r, number)
+    if r.random() < 0.5:
+        obj = _object(r, tr, number, gender)
+        return subj + form(tr) + obj, subj + form(intr) + obj, "."
+    return subj + form(intr), subj + form(tr), "."
 
 
-def _intransitive(r: random.Random) -> Pair:
-    """No object: "The man slept." vs "The man admired."."""
+def _relative_clause_gap(r: random.Random) -> Pair:
+    """A relative clause's gap decides its verb's transitivity, and the other verb takes the other frame. Half the
+    pairs have an object gap: "The man that the dogs admired slept." vs "The man that the dogs slept admired.";
+    half a subject gap: "The man that slept admired the dog." vs "The man that admired slept the dog."."""
+    number = _number(r)
+    nouns = r.choice((PEOPLE, ANIMALS))
+    head, _, _ = _simple_np(r, nouns, number=number)
+    start = head + [r.choice(("who", "that")) if nouns[0].person else "that"]
+    tr, intr = r.choice([v for v in TRANSITIVE if v.strict]), r.choice([v for v in INTRANSITIVE if v.strict])
+    if r.random() < 0.5:
+        inner, inner_number, _ = _simple_np(r, r.choice((PEOPLE, ANIMALS)), adj=0.0)
+        inner_form, form = _tense(r, inner_number), _tense(r, number)
+        start += inner
+        return start + inner_form(tr) + form(intr), start + inner_form(intr) + form(tr), "."
+    inner_form, form = _tense(r, number), _tense(r, number)
+    obj = _object(r, tr, number, "i", reflexive=0.0)
+    return start + inner_form(intr) + form(tr) + obj, start + inner_form(tr) + form(intr) + obj, "."
+
+
+def _wh_verb_form(r: random.Random) -> Pair:
+    """The auxiliary of a question picks the verb's form across the subject: "What did the man see?" vs "... saw?",
+    and "What has the man seen?" vs "... see?", so the bare form is right in half the pairs and wrong in the rest."""
     subj, number, _ = _subject(r, modifiers=False)
-    good, bad = r.choice([v for v in INTRANSITIVE if v.strict]), r.choice([v for v in TRANSITIVE if v.strict])
-    form = r.choice((lambda v: [v.present(number)], lambda v: [v.past], lambda v: [HAS[number], v.pp]))
-    return subj + form(good), subj + form(bad), "."
-
-
-def _wh_do_support(r: random.Random) -> Pair:
-    """After 'did' the verb is bare: "What did the man see?" vs "What did the man saw?"."""
-    subj, _, _ = _subject(r, modifiers=False)
-    verb = r.choice(DO_SUPPORT)
+    if r.random() < 0.5:
+        verb = r.choice(DO_SUPPORT)
+        aux, good, bad = "did", verb.base, verb.past
+    else:
+        verb = r.choice([v for v in TRANSITIVE if v.pp != v.base])
+        aux, good, bad = HAS[number], verb.pp, verb.base
     wh = "what" if verb.obj == "thing" else r.choice(("who", "what"))
-    return [wh, "did"] + subj + [verb.base], [wh, "did"] + subj + [verb.past], "?"
+    return [wh, aux] + subj + [good], [wh, aux] + subj + [bad], "?"
 
 
 class Paradigm(NamedTuple):
@@ -439,6 +492,10 @@ class Paradigm(NamedTuple):
     phenomenon: str  # BLiMP's linguistics_term
     field: str
     make: Callable[[random.Random], Pair]
+    # Whether the words that differ between good and bad are good as often as bad across the pairs. An untrained
+    # model is a random bigram model with fixed lexical preferences, so it scores a balanced paradigm near 0.5 but
+    # an unbalanced one (NPIs: "not" is always the good word) anywhere from 0 to 1.
+    balanced: bool = True
 
 
 PARADIGMS = [
@@ -451,13 +508,12 @@ PARADIGMS = [
     Paradigm("subject_aux_agreement_question", "subject_verb_agreement", "morphology", _sv_question),
     Paradigm("reflexive_number_agreement", "anaphor_agreement", "morphology", _reflexive_number),
     Paradigm("reflexive_gender_agreement", "anaphor_agreement", "morphology", _reflexive_gender),
-    Paradigm("irregular_past_tense", "irregular_forms", "morphology", _irregular_past),
-    Paradigm("irregular_past_participle", "irregular_forms", "morphology", _irregular_perfect),
-    Paradigm("npi_licensing_negation", "npi_licensing", "semantics", _npi_negation),
-    Paradigm("npi_licensing_scope", "npi_licensing", "semantics", _npi_scope),
-    Paradigm("transitive", "argument_structure", "syntax", _transitive),
-    Paradigm("intransitive", "argument_structure", "syntax", _intransitive),
-    Paradigm("wh_question_do_support", "question_formation", "syntax", _wh_do_support),
+    Paradigm("irregular_past_participle", "irregular_forms", "morphology", _irregular),
+    Paradigm("transitivity", "argument_structure", "syntax", _transitivity),
+    Paradigm("relative_clause_gap", "filler_gap_dependency", "syntax", _relative_clause_gap),
+    Paradigm("wh_question_verb_form", "question_formation", "syntax", _wh_verb_form),
+    Paradigm("npi_licensing_negation", "npi_licensing", "semantics", _npi_negation, balanced=False),
+    Paradigm("npi_licensing_scope", "npi_licensing", "semantics", _npi_scope, balanced=False),
 ]
 
 
@@ -480,7 +536,8 @@ def generate_paradigms(seed: int = TASK_SEED, n_pairs: int = N_PAIRS) -> dict[st
             rows.append({
                 "sentence_good": good, "sentence_bad": bad, "field": p.field, "linguistics_term": p.phenomenon,
                 "UID": p.name, "simple_LM_method": True, "one_prefix_method": False, "two_prefix_method": False,
-                "lexically_identical": sorted(good_words) == sorted(bad_words), "pairID": str(len(rows)),
+                "lexically_identical": sorted(good.lower().split()) == sorted(bad.lower().split()),
+                "pairID": str(len(rows)),
             })
         out[p.name] = rows
     return out
