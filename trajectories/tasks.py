@@ -35,11 +35,6 @@ def _lm_eval_blimp_dir() -> Path:
     return Path(lm_eval.__file__).parent / "tasks" / "blimp"
 
 
-def phenomenon_of(task: str) -> str:
-    """The phenomenon a task measures: BLiMP's linguistics_term, or `metadata.phenomenon` of a task in tasks/."""
-    return TaskCatalog().phenomenon(task)
-
-
 class TaskCatalog:
     """The tasks the harness can run here, indexed from only the folders that matter (indexing all of lm-eval's
     tasks takes seconds); names outside them fall back to lm-eval's full registry."""
