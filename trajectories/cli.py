@@ -64,12 +64,33 @@ def cmd_sweep(args) -> int:
     tasks = catalog.expand(args.tasks)
     catalog.check_data(tasks)
     spec = SweepSpec(suite.name, tuple(tasks), args.limit, args.dtype, args.trust_remote_code)
-    settings = EvalSettings(_device(args.device), args.batch_size, args.blimp_dir, args.evict)
+    device = args.device
+    if args.executor == "slurm" and not device:  # the jobs' device, not this machine's
+        device = "cuda" if args.gpus_per_job else "cpu"
+    settings = EvalSettings(_device(device), args.batch_size, args.blimp_dir, args.evict)
     out = Path(args.out) if args.out else _default_out(args)
     print(f"{len(checkpoints)} checkpoints x {len(tasks)} tasks -> {out}", file=sys.stderr)
-    summary = run_sweep(spec, checkpoints, out, settings, force=args.force, suite_description=suite.description)
+    summary = run_sweep(spec, checkpoints, out, settings, force=args.force, suite_description=suite.description,
+                        executor=_executor(args))
     print(summary.report())
     return 0 if summary.ok else 1
+
+
+def _executor(args):
+    from trajectories import executors
+
+    if args.executor == "processes":
+        return executors.ProcessesExecutor(args.workers or _gpu_count() or 1)
+    if args.executor == "slurm":
+        return executors.SlurmExecutor(args.partition, args.gpus_per_job, args.cpus_per_job, args.mem, args.time,
+                                       args.array_parallelism, args.units_per_job)
+    return executors.LocalExecutor()
+
+
+def _gpu_count() -> int:
+    import torch
+
+    return torch.cuda.device_count()
 
 
 def _device(device: str | None) -> str:
@@ -81,6 +102,7 @@ def _device(device: str | None) -> str:
 
 
 def cmd_status(args) -> int:
+    from trajectories.executors import describe_jobs
     from trajectories.store import Store
 
     store = Store(args.out)
@@ -98,6 +120,8 @@ def cmd_status(args) -> int:
     for (model, step), reason in sorted(failures.items()):
         if (model, step) not in done:
             print(f"  failed {model} step {step}: {reason}")
+    for line in describe_jobs(store):
+        print(line)
     return 0
 
 
@@ -127,6 +151,12 @@ def cmd_plot(args) -> int:
     print(f"{len(paths)} figures in {Path(args.out) / 'plots'}:")
     print("\n".join(f"  {p}" for p in paths))
     return 0
+
+
+def cmd_demo(args) -> int:
+    from trajectories.demo import run_demo
+
+    return run_demo(args.out, quick=args.quick, device=_device(args.device))
 
 
 def cmd_analyze(args) -> int:
@@ -226,6 +256,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="delete each downloaded hub checkpoint once evaluated (auto: those over 2 GB)")
     p.add_argument("--force", action="store_true", help="re-evaluate units that are already done")
     p.add_argument("--trust-remote-code", action="store_true", help="allow model code from the hub (off by default)")
+    run = p.add_argument_group("where units run (see README: Slurm and several GPUs)")
+    run.add_argument("--executor", choices=("local", "processes", "slurm"), default="local",
+                     help="local: this process; processes: --workers processes here; slurm: a Slurm job array")
+    run.add_argument("--workers", type=int, help="processes: how many (default: one per GPU, or 1)")
+    run.add_argument("--partition", help="slurm: partition (default: the cluster's)")
+    run.add_argument("--gpus-per-job", type=int, default=0, help="slurm: GPUs per job (default 0; then --device cpu)")
+    run.add_argument("--cpus-per-job", type=int, help="slurm: CPUs per job")
+    run.add_argument("--mem", help="slurm: memory per job, e.g. 32G")
+    run.add_argument("--time", default="4:00:00", help="slurm: time limit per job; on timeout a job is requeued and "
+                     "goes on (default 4:00:00)")
+    run.add_argument("--array-parallelism", type=int, default=64, help="slurm: jobs running at once (default 64)")
+    run.add_argument("--units-per-job", type=int, default=16,
+                     help="slurm: checkpoints per job, all of one model (default 16)")
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("status", help="done / failed / pending units per model")
@@ -252,6 +295,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_analyze)
 
     _tasks_parser(sub)
+
+    p = sub.add_parser("demo", help="offline demo: train a mini suite on a toy grammar, sweep, plot, analyse")
+    p.add_argument("--out", default="results/demo")
+    p.add_argument("--quick", action="store_true", help="smaller suite and 200 pairs per task (about 2 minutes)")
+    p.add_argument("--device", help="cpu, cuda, ... (default: cuda if available)")
+    p.set_defaults(func=cmd_demo)
     return parser
 
 

@@ -28,7 +28,11 @@ def final_accuracies(curves) -> str:
     return table.round(3).to_string()
 
 
-def run_demo(out: str | Path = "results/demo", quick: bool = False, device: str = "cpu") -> int:
+def run_demo(out: str | Path = "results/demo", quick: bool = False, device: str = "cpu",
+             config: train.TrainConfig | None = None, limit: int | None = None) -> int:
+    """The whole demo; `config` and `limit` override the preset (tests use a smaller one)."""
+    config = config or (train.QUICK if quick else train.DEFAULT)
+    limit = limit or (QUICK_LIMIT if quick else None)
     started = time.perf_counter()
     out = Path(out)
     task_dir = default_tasks_dir() / DEMO_TASKS
@@ -36,12 +40,12 @@ def run_demo(out: str | Path = "results/demo", quick: bool = False, device: str 
         grammar.write_tasks(task_dir)
 
     print(f"1/3 training the suite in {out / 'suite'} (reuses finished models)", flush=True)
-    suite_dir = train.build_suite(out / "suite", train.QUICK if quick else train.DEFAULT)
+    suite_dir = train.build_suite(out / "suite", config)
     suite = get_suite(f"local:{suite_dir}")
     checkpoints = resolve_checkpoints(suite, None, "all")
 
     print(f"2/3 sweeping {len(checkpoints)} checkpoints on the {DEMO_TASKS} tasks", flush=True)
-    spec = SweepSpec(suite.name, tuple(TaskCatalog().expand(DEMO_TASKS)), QUICK_LIMIT if quick else None)
+    spec = SweepSpec(suite.name, tuple(TaskCatalog().expand(DEMO_TASKS)), limit)
     summary = run_sweep(spec, checkpoints, out / "sweep", EvalSettings(device), suite_description=suite.description)
     print(summary.report())
 
