@@ -9,8 +9,9 @@ wh-questions. Everything is deterministic given a seed.
 The paradigms range from bigram-easy (determiner-noun agreement) to long-distance (agreement across a relative
 clause, NPI scope, reflexive gender), so their learning curves separate over training.
 
-Paradigms are drawn from the same grammar as the corpus, so they are in distribution, but their grammatical
-sentences are excluded from any corpus built for the suite: a model scores them by generalisation, not recall.
+Paradigms are drawn from the same grammar as the corpus, so they are in distribution (but for the NPI paradigms'
+"ever" inside a relative clause, see _npi_swap), and their grammatical sentences are excluded from any corpus built
+for the suite: a model scores them by generalisation, not recall.
 Sentences are words separated by single spaces with the final punctuation attached to the last word; the suite's
 tokenizer splits it off.
 
@@ -405,37 +406,41 @@ def _irregular(r: random.Random) -> Pair:
     return subj + [HAS[number], verb.pp] + obj, subj + [HAS[number], verb.past] + obj, "."
 
 
+def _npi_swap(r: random.Random, partner: str) -> Pair:
+    """'ever' in a relative clause whose subject is "no ...", licensed there, swapped with `partner` in the main
+    clause, where nothing licenses it: "The dog that no cat has ever seen has not found the bird." vs "The dog that no
+    cat has not seen has ever found the bird.".
+
+    The two sentences have the same words, and the two slots the same surroundings ("has/have _ <participle>", the
+    auxiliaries' numbers and the verbs drawn alike), so an untrained model, a random bigram model, prefers either
+    sentence equally often. A licensor next to "ever" in the good sentence only ("has not ever" vs "has really ever")
+    is a fixed bigram such a model likes or not, scoring anywhere from 0 to 1. The corpus never puts "ever" in a
+    relative clause, so a model must generalise the licensing from main clauses.
+    """
+    number, inner_number = _number(r), _number(r)
+    nouns = r.choice((PEOPLE, ANIMALS))
+    head = [_det(r, number), r.choice(nouns).form(number), r.choice(("who", "that")) if nouns[0].person else "that"]
+    inner = ["no", r.choice(r.choice((PEOPLE, ANIMALS))).form(inner_number), HAS[inner_number]]
+    verbs = [v for v in TRANSITIVE if v.obj == "any"]  # the relative clause's gap is the animate head
+    rc_verb, verb = r.choice(verbs), r.choice(verbs)  # drawn alike, so that neither slot's surroundings differ
+    obj = _object(r, verb, number, "i", reflexive=0.0)
+    start = head + inner
+    return (start + ["ever", rc_verb.pp, HAS[number], partner, verb.pp] + obj,
+            start + [partner, rc_verb.pp, HAS[number], "ever", verb.pp] + obj, ".")
+
+
 def _npi_negation(r: random.Random) -> Pair:
-    """'ever' needs a licensor: "has not ever seen" vs "has really ever seen"."""
-    subj, number, gender = _subject(r)
-    verb = _pick_verb(r)
-    obj = _object(r, verb, number, gender) if verb.obj else []
-    return ([*subj, HAS[number], "not", "ever", verb.pp, *obj],
-            [*subj, HAS[number], r.choice(NEUTRAL_ADVERBS), "ever", verb.pp, *obj], ".")
+    """'ever' goes with the negation of its own clause: the good sentence negates the main clause ("not", "never")
+    and has "ever" with the relative clause's "no"; the bad one has the negation in the relative clause and "ever"
+    in the main clause, which has none."""
+    return _npi_swap(r, r.choice(("not", "never")))
 
 
 def _npi_scope(r: random.Random) -> Pair:
-    """'ever' is licensed by "no" on the subject, not by "no" inside it: the two sentences swap "no" and "the"."""
-    number = _number(r)
-    nouns = r.choice((PEOPLE, ANIMALS))
-    noun = r.choice(nouns).form(number)
-    inner_nouns = r.choice((PEOPLE, ANIMALS, THINGS))
-    inner = r.choice(inner_nouns).form(_number(r))
-    if r.random() < 0.5:
-        before_inner = [r.choice(PREPOSITIONS)]
-    else:
-        verb = r.choice([v for v in TRANSITIVE if v.obj == "any" or inner_nouns is THINGS])
-        rel = r.choice(("who", "that")) if nouns[0].person else "that"
-        before_inner = [rel] + r.choice(([verb.present(number)], [verb.past], [HAS[number], verb.pp]))
-    verb = _pick_verb(r)
-    if r.random() < 0.5:
-        pred = [HAS[number]] + r.choice(([], [r.choice(NEUTRAL_ADVERBS)])) + ["ever", verb.pp]
-    else:
-        pred = ["ever", r.choice((verb.present(number), verb.past))]
-    pred += _object(r, verb, number, "i", reflexive=0.0) if verb.obj else []
-    good = ["no", noun, *before_inner, "the", inner, *pred]
-    bad = ["the", noun, *before_inner, "no", inner, *pred]
-    return good, bad, "."
+    """'ever' is licensed by "no" inside a relative clause only within that clause, although "no" precedes it in
+    both sentences: "The dog that no cat has ever seen has already found the bird." vs "The dog that no cat has
+    already seen has ever found the bird."."""
+    return _npi_swap(r, r.choice(NEUTRAL_ADVERBS))
 
 
 def _tense(r: random.Random, number: str) -> Callable[[Verb], list[str]]:
@@ -491,11 +496,10 @@ class Paradigm(NamedTuple):
     name: str
     phenomenon: str  # BLiMP's linguistics_term
     field: str
+    # Balanced: the words that differ between good and bad (and their neighbours) are good as often as bad across
+    # the pairs. An untrained model is a random bigram model with fixed lexical preferences, so it scores every
+    # paradigm near 0.5.
     make: Callable[[random.Random], Pair]
-    # Whether the words that differ between good and bad are good as often as bad across the pairs. An untrained
-    # model is a random bigram model with fixed lexical preferences, so it scores a balanced paradigm near 0.5 but
-    # an unbalanced one (NPIs: "not" is always the good word) anywhere from 0 to 1.
-    balanced: bool = True
 
 
 PARADIGMS = [
@@ -512,8 +516,8 @@ PARADIGMS = [
     Paradigm("transitivity", "argument_structure", "syntax", _transitivity),
     Paradigm("relative_clause_gap", "filler_gap_dependency", "syntax", _relative_clause_gap),
     Paradigm("wh_question_verb_form", "question_formation", "syntax", _wh_verb_form),
-    Paradigm("npi_licensing_negation", "npi_licensing", "semantics", _npi_negation, balanced=False),
-    Paradigm("npi_licensing_scope", "npi_licensing", "semantics", _npi_scope, balanced=False),
+    Paradigm("npi_licensing_negation", "npi_licensing", "semantics", _npi_negation),
+    Paradigm("npi_licensing_scope", "npi_licensing", "semantics", _npi_scope),
 ]
 
 
