@@ -177,10 +177,11 @@ def dedup_differences(acq: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
             a = units[(units.model == r.model_std) & (units.task == r.task)].set_index("step").acc
             b = units[(units.model == r.model_dedup) & (units.task == r.task)].set_index("step").acc
             diff = r.final_acc_dedup - r.final_acc_std
+            se = np.hypot(r.final_se_std, r.final_se_dedup)  # 0 when both are at ceiling: no z then
             rows.append({
                 "size": size, "phenomenon": r.phenomenon_std, "model_standard": r.model_std,
                 "model_deduped": r.model_dedup, "final_standard": r.final_acc_std, "final_deduped": r.final_acc_dedup,
-                "final_diff": diff, "final_diff_z": diff / np.hypot(r.final_se_std, r.final_se_dedup),
+                "final_diff": diff, "final_diff_z": diff / se if se > 0 else np.nan,
                 "acq_step_standard": r.acq_step_std, "acq_step_deduped": r.acq_step_dedup,
                 "mean_diff_shared_steps": (b - a).mean(), "shared_steps": int((b - a).notna().sum()),
             })

@@ -58,9 +58,27 @@ def _tune_lm_eval() -> None:
         env.from_string = functools.lru_cache(maxsize=4096)(env.from_string)
 
 
-def _reuse_requests(task) -> None:
-    """Build a task's requests once and hand the same Instances (emptied of responses) to every later evaluation:
-    they depend only on the task and the evaluation options, never on the checkpoint."""
+def _reuse_task_work(task) -> None:
+    """Build a task's documents and requests once and hand the same ones (requests emptied of responses) to every
+    later evaluation: they depend only on the task and the evaluation options, never on the checkpoint."""
+    # lm-eval re-reads the documents from the Arrow table, row by row, for every evaluation; a list reads at once.
+    docs = list(task.eval_docs)
+    if task.has_test_docs():
+        task.test_docs = lambda: docs
+    else:
+        task.validation_docs = lambda: docs
+    # Scoring renders each document's choices again (a Jinja template for BLiMP); those documents are now fixed.
+    doc_to_choice, rendered = task.doc_to_choice, {}
+
+    def choices_once(doc, *args, **kwargs):
+        if args or kwargs:
+            return doc_to_choice(doc, *args, **kwargs)
+        cached = rendered.get(id(doc))
+        if cached is None or cached[0] is not doc:
+            cached = rendered[id(doc)] = (doc, doc_to_choice(doc))
+        return cached[1]
+
+    task.doc_to_choice = choices_once
     build = task.build_all_requests
     built: dict[str, list] = {}
 
@@ -162,7 +180,7 @@ class Evaluator:
         self.catalog = catalog or TaskCatalog(blimp_dir=settings.blimp_dir)
         self.task_dict = self.catalog.load(list(spec.tasks))
         for task in self.task_dict["tasks"].values():
-            _reuse_requests(task)
+            _reuse_task_work(task)
         self.phenomena = {task: self.catalog.phenomenon(task) for task in spec.tasks}
         self.lm: SweepLM | None = None
         self.lm_identity: tuple | None = None

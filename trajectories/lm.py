@@ -29,7 +29,25 @@ class SweepLM(HFLM):
         self.token_cache = {} if token_cache is None else token_cache
         self._logit_buffer: torch.Tensor | None = None
         self.auto_batch = not isinstance(self.batch_size, int)
-        self.rows_per_batch = self.batch_size if not self.auto_batch else (1024 if self.device.type == "cuda" else 32)
+        self.rows_per_batch = self.batch_size if not self.auto_batch else self._first_batch_size()
+        # lm-eval reads these properties once per request, each a walk through the tokenizer or config.
+        self._prefix_token_id, self._max_length = super().prefix_token_id, super().max_length
+
+    @property
+    def prefix_token_id(self):
+        return self._prefix_token_id
+
+    @property
+    def max_length(self):
+        return self._max_length
+
+    def _first_batch_size(self) -> int:
+        """GPU: start large and halve on out-of-memory. CPU: big batches amortise Python overhead per batch, but the
+        [rows x length x vocabulary] logits must stay modest (64 rows for Pythia's 50k vocabulary, 512 for small)."""
+        if self.device.type == "cuda":
+            return 1024
+        rows = 2 ** 22 // self.model.get_output_embeddings().weight.shape[0]
+        return max(32, min(512, 1 << max(rows, 1).bit_length() - 1))
 
     def tok_encode(self, string, add_special_tokens=None, left_truncate_len=None, **kwargs):
         key = (string, add_special_tokens, left_truncate_len, self.add_bos_token)
@@ -43,7 +61,8 @@ class SweepLM(HFLM):
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs=None):
         if self.backend != "causal":
             return super()._loglikelihood_tokens(requests, disable_tqdm=disable_tqdm, override_bs=override_bs)
-        sequences = [(ctx + cont)[-(self.max_length + 1):] for _, ctx, cont in requests]
+        window = self.max_length + 1
+        sequences = [(ctx + cont)[-window:] for _, ctx, cont in requests]
         cont_lens = [len(cont) for _, _, cont in requests]
         # Longest first, as lm-eval orders them, so batches group similar lengths and padding stays small.
         order = sorted(range(len(requests)), key=lambda i: -len(sequences[i]))
@@ -68,15 +87,13 @@ class SweepLM(HFLM):
     @torch.no_grad()
     def _score_batch(self, sequences: list[list[int]], cont_lens: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """Summed log-probability of each sequence's last cont_len tokens, and whether each is the greedy choice."""
-        width = max(len(s) for s in sequences) - 1
-        inputs = torch.zeros(len(sequences), width, dtype=torch.long)
-        targets = torch.zeros(len(sequences), width, dtype=torch.long)
-        scored = torch.zeros(len(sequences), width, dtype=torch.bool)
-        for row, (seq, cont_len) in enumerate(zip(sequences, cont_lens)):
-            inputs[row, : len(seq) - 1] = torch.tensor(seq[:-1])
-            targets[row, : len(seq) - 1] = torch.tensor(seq[1:])
-            scored[row, len(seq) - 1 - cont_len : len(seq) - 1] = True
-        inputs, targets, scored = inputs.to(self.device), targets.to(self.device), scored.to(self.device)
+        width = max(len(s) for s in sequences)
+        padded = torch.tensor([s + [0] * (width - len(s)) for s in sequences], device=self.device)
+        inputs, targets = padded[:, :-1], padded[:, 1:]  # right padding never reaches a scored position
+        ends = torch.tensor([len(s) - 1 for s in sequences], device=self.device).unsqueeze(1)
+        starts = ends - torch.tensor(cont_lens, device=self.device).unsqueeze(1)
+        positions = torch.arange(width - 1, device=self.device)
+        scored = (positions >= starts) & (positions < ends)
         logits = self._scored_logits(inputs, scored)  # [n scored positions, vocab]
         # lm-eval takes log_softmax in softmax_dtype (default: the logits' own; half precision is upcast here, as
         # PyTorch's log_softmax accumulates in float32 anyway). Reduce in place: the buffer is ours to overwrite.
