@@ -298,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="offline demo: train a mini suite on a toy grammar, sweep, plot, analyse")
     p.add_argument("--out", default="results/demo")
-    p.add_argument("--quick", action="store_true", help="smaller suite and 200 pairs per task (about 2 minutes)")
+    p.add_argument("--quick", action="store_true", help="smaller suite and 100 pairs per task (about 2 minutes)")
     p.add_argument("--device", help="cpu, cuda, ... (default: cuda if available)")
     p.set_defaults(func=cmd_demo)
     return parser

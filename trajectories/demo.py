@@ -16,7 +16,7 @@ from trajectories.sweep import run_sweep
 from trajectories.tasks import TaskCatalog, default_tasks_dir
 
 DEMO_TASKS = "minigrammar"
-QUICK_LIMIT = 200  # pairs per paradigm in --quick: enough to see every curve, a fraction of the time
+QUICK_LIMIT = 100  # pairs per paradigm in --quick: enough to see every curve, a fraction of the time
 
 
 def final_accuracies(curves) -> str:
