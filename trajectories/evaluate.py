@@ -113,11 +113,16 @@ class FetchedCheckpoint:
     """A checkpoint on local disk with its model built on the CPU, ready to be moved to the device."""
 
     folder: Path
-    identity: tuple  # (config without volatile keys, tokenizer fingerprint): equal = one SweepLM can serve both
-    tokenizer: str
+    shape: str  # config.json without the keys that differ between checkpoints of one model
+    tokenizer: str  # fingerprint of the tokenizer files
     model: torch.nn.Module
     commit: str | None
     seconds: float
+
+    @property
+    def identity(self) -> tuple[str, str]:
+        """Checkpoints with equal identity can be served by one SweepLM."""
+        return self.shape, self.tokenizer
 
 
 def local_folder(ckpt: Checkpoint) -> tuple[Path, str | None]:
@@ -165,7 +170,7 @@ def fetch(ckpt: Checkpoint, dtype: str, trust_remote_code: bool) -> FetchedCheck
     # transformers reads safetensors, and .bin files only with torch.load(weights_only=True).
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, trust_remote_code=trust_remote_code).eval()
     return FetchedCheckpoint(
-        folder, (shape, digest.hexdigest()), digest.hexdigest(), model, commit, time.perf_counter() - started
+        folder, shape, digest.hexdigest(), model, commit, time.perf_counter() - started
     )
 
 
