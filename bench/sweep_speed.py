@@ -30,41 +30,31 @@ import torch
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-BLIMP_DIR = ROOT.parent / "shared" / "blimp"
-CASES = {  # name: (layers, hidden, heads, vocab or None for the tokenizer's own size)
-    "small": (2, 96, 4, None),
-    "pythia-14m": (6, 128, 4, 50304),
-    "pythia-160m": (12, 768, 12, 50304),
+sys.path.insert(0, str(ROOT))  # the tests' helpers: one suite builder and one reference scorer for tests and bench
+from tests.helpers import (  # noqa: E402
+    BLIMP_DIR,
+    Shape,
+    blimp_sentences,
+    build_tiny_suite,
+    load_checkpoint,
+    reference_logprobs,
+)
+
+CASES = {
+    "small": Shape(2, 96, 4, ffn=4),
+    "pythia-14m": Shape(6, 128, 4, 50304, ffn=4),
+    "pythia-160m": Shape(12, 768, 12, 50304, ffn=4),
 }
 
 
 def build_suite(root: Path, case: str, n_checkpoints: int) -> Path:
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, PreTrainedTokenizerFast
-
-    sentences = []
-    for file in sorted(BLIMP_DIR.glob("*.jsonl")):
-        for line in file.read_text().splitlines():
-            pair = json.loads(line)
-            sentences += [pair["sentence_good"], pair["sentence_bad"]]
-    word_level = Tokenizer(models.WordLevel(unk_token="<unk>"))
-    word_level.pre_tokenizer = pre_tokenizers.Whitespace()
-    word_level.train_from_iterator(sentences, trainers.WordLevelTrainer(special_tokens=["<|endoftext|>", "<unk>"]))
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=word_level, unk_token="<unk>", eos_token="<|endoftext|>", bos_token="<|endoftext|>"
-    )
-    layers, hidden, heads, vocab = CASES[case]
-    config = GPTNeoXConfig(
-        vocab_size=vocab or len(tokenizer), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-        intermediate_size=4 * hidden, max_position_embeddings=2048, bos_token_id=0, eos_token_id=0,
-    )
-    for step in range(n_checkpoints):
-        torch.manual_seed(step)
-        model = GPTNeoXForCausalLM(config)
-        model.save_pretrained(root / case / f"step{step}")
-        tokenizer.save_pretrained(root / case / f"step{step}")
-    print(f"{case}: {model.num_parameters():,} parameters, vocabulary {config.vocab_size}", flush=True)
-    return root
+    """The tests' tiny-suite builder, at this case's shape, with a tokenizer over every BLiMP sentence."""
+    sentences = blimp_sentences(sorted(p.stem for p in BLIMP_DIR.glob("*.jsonl")))
+    suite = build_tiny_suite(root, {case: CASES[case]}, range(n_checkpoints), sentences, max_positions=2048)
+    config = json.loads((suite / case / "step0" / "config.json").read_text())
+    print(f"{case}: {json.loads((suite / 'suite.json').read_text())['models'][case]['params']:,} parameters, "
+          f"vocabulary {config['vocab_size']}", flush=True)
+    return suite
 
 
 def naive_task_folder(folder: Path, tasks: list[str]) -> Path:
@@ -124,33 +114,20 @@ def run_trajectories(suite: Path, case: str, steps: int, args, work: Path) -> tu
 
 
 def run_floor(suite: Path, case: str, steps: int, tasks: list[str], args) -> list[float]:
-    """Plain batched forward over the same sequences lm-eval scores: prefix token + " " + sentence."""
-    from transformers import AutoTokenizer, GPTNeoXForCausalLM
-
-    tokenizer = AutoTokenizer.from_pretrained(suite / case / "step0")
-    sequences = []
+    """The tests' reference scorer (a plain batched forward + log-softmax) over the requests lm-eval scores:
+    prefix token + " " + sentence, longest first so batches pad little."""
+    requests = []
     for task in tasks:
         lines = (BLIMP_DIR / f"{task.removeprefix('blimp_')}.jsonl").read_text().splitlines()[: args.limit]
-        for pair in map(json.loads, lines):
-            for sentence in (pair["sentence_good"], pair["sentence_bad"]):
-                ids = tokenizer(" " + sentence, add_special_tokens=False).input_ids
-                sequences.append([tokenizer.eos_token_id, *ids])
-    sequences.sort(key=len, reverse=True)
+        pairs = [json.loads(line) for line in lines]
+        requests += [("", " " + pair[key]) for pair in pairs for key in ("sentence_good", "sentence_bad")]
+    requests.sort(key=lambda r: -len(r[1].split()))
     seconds = []
     for step in range(steps):
-        model = GPTNeoXForCausalLM.from_pretrained(suite / case / f"step{step}").to(args.device).eval()
-        if args.device != "cpu":
-            model = model.half()
+        model, tokenizer = load_checkpoint(suite / case / f"step{step}")
+        model = model.to(args.device).half() if args.device != "cpu" else model
         started = time.perf_counter()
-        total = torch.zeros((), device=args.device)
-        with torch.no_grad():
-            for i in range(0, len(sequences), args.batch_size):
-                batch = sequences[i : i + args.batch_size]
-                width = len(batch[0])
-                ids = torch.tensor([s + [0] * (width - len(s)) for s in batch], device=args.device)
-                logprobs = torch.log_softmax(model(ids[:, :-1]).logits.float(), dim=-1)
-                total += logprobs.gather(2, ids[:, 1:].unsqueeze(-1)).sum()
-        total.item()
+        reference_logprobs(model, tokenizer, requests, args.batch_size, dtype=torch.float32)
         seconds.append(time.perf_counter() - started)
     return seconds
 

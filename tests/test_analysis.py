@@ -2,73 +2,22 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
 import numpy as np
 import pandas as pd
 import pytest
 
+from tests.helpers import SYNTHETIC_MIDPOINTS as MIDPOINTS
+from tests.helpers import SYNTHETIC_STEPS as STEPS
+from tests.helpers import synthetic_sweep, true_acc, unit_result
+from tests.helpers import synthetic_tables as tables
 from trajectories import analysis
 from trajectories.analysis import AnalysisError
-from trajectories.curves import curves_from_units, with_phenomena
-from trajectories.evaluate import UnitResult
-from trajectories.schema import ITEM_COLUMNS, Checkpoint, ModelInfo
-
-STEPS = (0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000, 2000, 4000, 8000, 16000, 32000, 64000, 143000)
-MIDPOINTS = {"agreement": 64, "islands": 2000, "binding": 30000}
-MODELS = {
-    "70m": ModelInfo("70m", "70m", 70_000_000, tokens_per_step=1000),
-    "70m-deduped": ModelInfo("70m-deduped", "70m", 70_000_000, deduped=True, tokens_per_step=1000),
-    "160m": ModelInfo("160m", "160m", 160_000_000, tokens_per_step=1000),
-}
-
-
-def true_acc(step, midpoint, final=0.85):
-    """A logistic in log step from chance to `final`, halfway at `midpoint` (final 0.5: never learned)."""
-    return 0.5 + (final - 0.5) / (1 + np.exp(-(np.log10(step + 1) - np.log10(midpoint + 1)) / 0.25))
+from trajectories.curves import with_phenomena
 
 
 def true_acquisition(midpoint, fraction=0.5, steps=STEPS):
     acc = true_acc(np.array(steps), midpoint)
     return steps[int(np.argmax(acc >= 0.5 + fraction * (acc[-1] - 0.5)))]
-
-
-def unit_result(ckpt: Checkpoint, items: pd.DataFrame, phenomena: dict[str, str]) -> UnitResult:
-    tasks = {}
-    for task, rows in items.groupby("task"):
-        p, n = rows.correct.mean(), len(rows)
-        tasks[task] = {"acc": p, "acc_stderr": float(np.sqrt(p * (1 - p) / (n - 1))), "n": n,
-                       "phenomenon": phenomena[task]}
-    return UnitResult(tasks, items, {}, {})
-
-
-def synthetic_sweep(models=("70m", "160m"), midpoints=None, finals=None, n_items=200, steps=STEPS, seed=0):
-    """(Checkpoint, UnitResult) per (model, step): two paradigms per phenomenon, each item correct with the true
-    accuracy (binomial noise), log-probs random per step. midpoints/finals: {model: {phenomenon: value}}."""
-    rng = np.random.default_rng(seed)
-    units = []
-    for name in models:
-        model = MODELS.get(name) or ModelInfo(name, name, tokens_per_step=1000)
-        mids = (midpoints or {}).get(name, MIDPOINTS)
-        phenomena = {f"{phen}_{k}": phen for phen in mids for k in range(2)}
-        for step in steps:
-            frames = []
-            for task, phen in phenomena.items():
-                correct = rng.random(n_items) < true_acc(step, mids[phen], (finals or {}).get(name, {}).get(phen, 0.85))
-                bad = rng.normal(-30, 3, n_items)
-                good = bad + np.where(correct, 1, -1) * rng.exponential(1, n_items)
-                frames.append(pd.DataFrame({"model": name, "step": step, "task": task, "item": np.arange(n_items),
-                                            "logp_good": good, "logp_bad": bad, "correct": correct}))
-            ckpt = Checkpoint("synthetic", model, step, step * 1000, path=f"/nowhere/{name}/step{step}")
-            units.append((ckpt, unit_result(ckpt, pd.concat(frames, ignore_index=True)[list(ITEM_COLUMNS)], phenomena)))
-    return units
-
-
-def tables(units, n_boot=200):
-    """The curve table (as `collect` builds it) and the item table of synthetic units."""
-    records = [{"model": asdict(c.model), "step": c.step, "tokens": c.tokens, "tasks": r.tasks} for c, r in units]
-    items = pd.concat([r.items for _, r in units], ignore_index=True)
-    return with_phenomena(curves_from_units(records), items, n_boot=n_boot), items
 
 
 @pytest.fixture(scope="module")
@@ -163,11 +112,11 @@ def test_suspicious_checkpoints_find_a_duplicate_and_a_shuffled_step():
     units = synthetic_sweep(models=["70m"], n_items=300)
     by_step = {c.step: (c, r) for c, r in units}
     ckpt, copy_of = by_step[16000][0], by_step[1000][1].items.assign(step=16000)
-    by_step[16000] = (ckpt, unit_result(ckpt, copy_of, {t: r["phenomenon"] for t, r in by_step[1000][1].tasks.items()}))
+    by_step[16000] = (ckpt, unit_result(copy_of, {t: r.phenomenon for t, r in by_step[1000][1].tasks.items()}))
     ckpt, result = by_step[4000]
     # Task labels shuffled across the step's items: its accuracy vector no longer follows its neighbours'.
     shuffled = result.items.assign(task=np.random.default_rng(1).permutation(result.items.task.to_numpy()))
-    by_step[4000] = (ckpt, unit_result(ckpt, shuffled, {t: r["phenomenon"] for t, r in result.tasks.items()}))
+    by_step[4000] = (ckpt, unit_result(shuffled, {t: r.phenomenon for t, r in result.tasks.items()}))
     curves, items = tables(list(by_step.values()), n_boot=20)
     found = analysis.suspicious_checkpoints(curves, items)
     dup = found[found.kind == "duplicate"]

@@ -12,11 +12,13 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from trajectories import authoring
-from trajectories.authoring import Layout, add_task, check, check_source, check_task, format_task_list, known_tasks
+from tests.helpers import reference_logprobs
+from trajectories import taskfiles
+from trajectories.authoring import Layout, add_task, check, check_source, check_task
 from trajectories.cli import main
 from trajectories.schema import Checkpoint, EvalSettings, ModelInfo, SweepSpec
-from trajectories.tasks import BLIMP_PARADIGMS, TaskCatalog, TaskError
+from trajectories.taskfiles import task_config
+from trajectories.tasks import BLIMP_PARADIGMS, TaskCatalog, TaskError, format_task_list
 
 PAIRS = [
     ("The cat sleeps.", "The cat sleep."),
@@ -85,7 +87,7 @@ def write_table(path: Path, header, rows) -> Path:
 
 def scored(tasks_dir: Path, names: list[str]) -> dict[str, list[list[tuple]]]:
     """For each task, the (context, continuation) arguments lm-eval builds for each document, in document order."""
-    tasks = TaskCatalog(task_dirs=(tasks_dir,)).load(names)["tasks"]
+    tasks = TaskCatalog(tasks_dir).load(names)["tasks"]
     out = {}
     for name in names:
         task = tasks[name]
@@ -98,24 +100,14 @@ def scored(tasks_dir: Path, names: list[str]) -> dict[str, list[list[tuple]]]:
 
 
 def logprob(model, tokenizer, context: str, continuation: str) -> float:
-    """log P(continuation | context) as a causal LM reads it: the prefix token alone when there is no context."""
-    if context:
-        whole = tokenizer(context + continuation, add_special_tokens=False).input_ids
-        start = len(tokenizer(context, add_special_tokens=False).input_ids)
-    else:
-        whole = [tokenizer.eos_token_id] + tokenizer(continuation, add_special_tokens=False).input_ids
-        start = 1
-    with torch.no_grad():
-        logits = model(torch.tensor([whole])).logits[0].double()
-    logprobs = torch.log_softmax(logits[:-1], dim=-1)
-    return float(logprobs[torch.arange(start - 1, len(whole) - 1), torch.tensor(whole[start:])].sum())
+    return reference_logprobs(model, tokenizer, [(context, continuation)])[0]
 
 
 def evaluate(model_dir: Path, tasks_dir: Path, names: list[str]):
     from trajectories.evaluate import Evaluator
 
     spec = SweepSpec("test", tuple(names))
-    evaluator = Evaluator(spec, EvalSettings(batch_size=4), TaskCatalog(task_dirs=(tasks_dir,)))
+    evaluator = Evaluator(spec, EvalSettings(batch_size=4), TaskCatalog(tasks_dir))
     ckpt = Checkpoint("test", ModelInfo("byte", "tiny"), 0, path=str(model_dir))
     return evaluator.evaluate(ckpt)
 
@@ -127,9 +119,9 @@ def test_round_trip_pairs_to_per_item_results(byte_model, tmp_path):
     source = write_pairs(tmp_path / "agreement.txt", PAIRS, bad_first=True)
     folder, report = add_task(source, "mine", Layout(phenomenon="agreement", bad_first=True), tasks_dir)
     assert report.ok and sorted(p.name for p in folder.iterdir()) == [
-        "README.md", "_mine.yaml", "agreement.jsonl", "agreement.yaml"
+        "README.md", "_mine.yaml", "_template_yaml", "agreement.jsonl", "agreement.yaml"
     ]
-    assert TaskCatalog(task_dirs=(tasks_dir,)).expand("mine:agreement") == ["mine_agreement"]
+    assert TaskCatalog(tasks_dir).expand("mine:agreement") == ["mine_agreement"]
 
     requests = scored(tasks_dir, ["mine_agreement"])["mine_agreement"]
     assert requests == [[("", " " + good), ("", " " + bad)] for good, bad in PAIRS]
@@ -137,7 +129,7 @@ def test_round_trip_pairs_to_per_item_results(byte_model, tmp_path):
     result = evaluate(byte_model, tasks_dir, ["mine_agreement"])
     model, tokenizer = GPTNeoXForCausalLM.from_pretrained(byte_model).eval(), AutoTokenizer.from_pretrained(byte_model)
     items = result.items
-    assert list(items.item) == list(range(len(PAIRS))) and result.tasks["mine_agreement"]["phenomenon"] == "agreement"
+    assert list(items.item) == list(range(len(PAIRS))) and result.tasks["mine_agreement"].phenomenon == "agreement"
     for (good, bad), row in zip(PAIRS, items.itertuples(), strict=True):
         assert row.logp_good == pytest.approx(logprob(model, tokenizer, "", " " + good), abs=1e-4)
         assert row.logp_bad == pytest.approx(logprob(model, tokenizer, "", " " + bad), abs=1e-4)
@@ -170,7 +162,7 @@ def test_blimp_files_keep_blimps_phenomena(blimp_dir, tmp_path):
     for paradigm in ("adjunct_island", "wh_island", "determiner_noun_agreement_1"):
         (source / f"{paradigm}.jsonl").symlink_to(blimp_dir / f"{paradigm}.jsonl")
     add_task(source, "myblimp", tasks_dir=tmp_path / "tasks")
-    catalog = TaskCatalog(task_dirs=(tmp_path / "tasks",), blimp_dir=blimp_dir)
+    catalog = TaskCatalog(tmp_path / "tasks", blimp_dir)
     assert catalog.expand("myblimp:island_effects") == ["myblimp_adjunct_island", "myblimp_wh_island"]
     assert catalog.phenomenon("myblimp_determiner_noun_agreement_1") == BLIMP_PARADIGMS["determiner_noun_agreement_1"]
     report = check_task("myblimp", catalog)
@@ -259,8 +251,9 @@ def test_names_clashes_and_force(tmp_path):
     with pytest.raises(TaskError, match="exists; pass --force"):
         add_task(first, "mine", tasks_dir=tasks_dir)
     add_task(write_pairs(tmp_path / "p.txt", PAIRS), "mine", tasks_dir=tasks_dir, force=True)
-    assert check_task("mine", TaskCatalog(task_dirs=(tasks_dir,))).counts() == {"mine": len(PAIRS)}
+    assert check_task("mine", TaskCatalog(tasks_dir)).counts() == {"mine": len(PAIRS)}
     for name, message in [("blimp", "already taken"), ("causative", "already taken"), ("mmlu", "already taken"),
+                          ("minigrammar", "already taken"),
                           ("a-b", "must start with a letter"), ("9x", "must start with a letter")]:
         with pytest.raises(TaskError, match=message):
             add_task(first, name, tasks_dir=tasks_dir)
@@ -275,14 +268,24 @@ def test_a_failed_write_leaves_no_trace(tmp_path, monkeypatch):
     add_task(write_pairs(tmp_path / "p.txt", PAIRS[:2]), "mine", tasks_dir=tasks_dir)
     before = {p.name: p.read_bytes() for p in (tasks_dir / "mine").iterdir()}
 
-    def fail(*args):
-        raise OSError("disk full")
+    written = []
 
-    monkeypatch.setattr(authoring, "_readme", fail)
+    def fail(task):  # the second paradigm's YAML cannot be written
+        written.append(task)
+        if len(written) == 2:
+            raise OSError("disk full")
+        return task_config(task)
+
+    monkeypatch.setattr(taskfiles, "task_config", fail)
+    source = tmp_path / "two"
+    source.mkdir()
+    write_pairs(source / "a.txt", PAIRS[:3])
+    write_pairs(source / "b.txt", PAIRS[3:])
     with pytest.raises(OSError, match="disk full"):
-        add_task(write_pairs(tmp_path / "p.txt", PAIRS), "mine", tasks_dir=tasks_dir, force=True)
+        add_task(source, "mine", tasks_dir=tasks_dir, force=True)
+    written.clear()
     with pytest.raises(OSError, match="disk full"):
-        add_task(tmp_path / "p.txt", "other", tasks_dir=tasks_dir)
+        add_task(source, "other", tasks_dir=tasks_dir)
     assert [p.name for p in tasks_dir.iterdir()] == ["mine"]
     assert {p.name: p.read_bytes() for p in (tasks_dir / "mine").iterdir()} == before
 
@@ -292,13 +295,14 @@ def test_generated_yaml_is_data_only(tmp_path):
     weird.mkdir()
     source = write_pairs(weird / "p.txt", PAIRS)
     folder, _ = add_task(source, "mine", tasks_dir=tmp_path / "tasks")
-    for path in folder.glob("*.yaml"):
+    configs = {}
+    for path in [*folder.glob("*.yaml"), folder / "_template_yaml"]:
         text = path.read_text()
         assert "!function" not in text and "{%" not in text
-        config = yaml.safe_load(text)  # no tags at all: safe_load would refuse one
-        if "task" in config and "group" not in config:
-            assert config["doc_to_choice"] == "choices" and config["doc_to_text"] == ""
-            assert config["metadata"] == {"version": 1.0, "phenomenon": "mine", "source": str(source)}
+        configs[path.name] = yaml.safe_load(text)  # no tags at all: safe_load would refuse one
+    assert configs["_template_yaml"]["doc_to_choice"] == "choices" and configs["_template_yaml"]["doc_to_text"] == ""
+    assert configs["p.yaml"]["include"] == "_template_yaml"
+    assert configs["p.yaml"]["metadata"] == {"version": 1.0, "phenomenon": "mine", "source": str(source)}
     readme = (folder / "README.md").read_text()
     assert "full sentence" in readme and "| mine | 6 |" in readme
 
@@ -322,7 +326,7 @@ def test_check_and_add_through_the_cli(tmp_path, monkeypatch, capsys):
 
 def test_list_knows_blimp_local_tasks_and_lm_evals_families(tmp_path):
     add_task(write_pairs(tmp_path / "p.txt", PAIRS), "mine", Layout(phenomenon="agr"), tmp_path / "tasks")
-    infos = known_tasks(TaskCatalog(task_dirs=(tmp_path / "tasks",)))
+    infos = TaskCatalog(tmp_path / "tasks").known_tasks()
     blimp = [i for i in infos if i.family == "blimp"]
     assert len(blimp) == 67 and all(i.pairs == 1000 and i.phenomenon == BLIMP_PARADIGMS[i.task[6:]] for i in blimp)
     mine = [i for i in infos if i.family == "mine"]

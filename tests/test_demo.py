@@ -2,12 +2,9 @@
 
 import pandas as pd
 
-from trajectories.demo import run_demo
+from trajectories.demo.run import run_demo
+from trajectories.demo.train import TINY
 from trajectories.store import Store
-from trajectories.train import ModelSize, TrainConfig
-
-TINY = TrainConfig(sizes=(ModelSize("s", 1, 16, 2), ModelSize("m", 1, 32, 2)), steps=16, checkpoint_every=8,
-                   corpus_tokens=20_000)
 
 
 def test_demo_runs_the_whole_pipeline_and_resumes(tmp_path, capsys):
@@ -26,4 +23,4 @@ def test_demo_runs_the_whole_pipeline_and_resumes(tmp_path, capsys):
 
     assert run_demo(tmp_path, config=TINY, limit=10) == 0  # re-running reuses the suite and every unit
     assert "0 evaluated, 24 already done" in capsys.readouterr().out
-    assert len(Store(tmp_path / "sweep").done_units()) == 24
+    assert len(Store(tmp_path / "sweep").records()) == 24

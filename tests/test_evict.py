@@ -3,7 +3,7 @@
 import pytest
 from huggingface_hub import scan_cache_dir
 
-from trajectories.evaluate import evict_if_asked
+from trajectories.hub import evict
 
 
 def fake_hub_cache(root, revisions: dict[str, bytes]):
@@ -24,7 +24,7 @@ def fake_hub_cache(root, revisions: dict[str, bytes]):
 def test_evict_one_revision(tmp_path, policy, evicted):
     first, second = "a" * 40, "b" * 40
     repo = fake_hub_cache(tmp_path, {first: b"x" * 1000, second: b"y" * 1000})
-    assert evict_if_asked(repo / "snapshots" / first, policy) == evicted
+    assert evict(repo / "snapshots" / first, policy) == evicted
     kept = {rev.commit_hash for r in scan_cache_dir(tmp_path).repos for rev in r.revisions}
     assert kept == ({second} if evicted else {first, second})
     assert (repo / "snapshots" / second / "model.safetensors").read_bytes() == b"y" * 1000

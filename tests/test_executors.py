@@ -10,32 +10,26 @@ import time
 import pandas as pd
 import pytest
 
+from tests.helpers import LIMIT, TASKS, local_sweep, sweep_args
 from trajectories.cli import main
-from trajectories.executors import ExecutorError, group_units, slurm_minutes
-from trajectories.schema import Checkpoint, EvalSettings, ModelInfo, SweepSpec
-from trajectories.store import LOCK_STALE_S, Store, lock_owner
-from trajectories.suites import get_suite, resolve_checkpoints
-from trajectories.sweep import run_sweep
-
-from .test_sweep import LIMIT, TASKS, sweep_args
+from trajectories.executors import group_units
+from trajectories.locks import STALE_S
+from trajectories.locks import owner as lock_owner
+from trajectories.schema import Checkpoint, ModelInfo, SweepSpec
+from trajectories.slurm import SlurmError, minutes
+from trajectories.store import Store
 
 
 def unit(model="tiny", step=1) -> Checkpoint:
     return Checkpoint("local:x", ModelInfo(model, model), step)
 
 
-def local_run(suite_dir, blimp_dir, out) -> pd.DataFrame:
-    """The reference: test_sweep's sweep, in this process; its curves."""
-    suite = get_suite(f"local:{suite_dir}")
-    summary = run_sweep(SweepSpec(suite.name, TASKS, LIMIT), resolve_checkpoints(suite, None), out,
-                        EvalSettings("cpu", 8, str(blimp_dir)), progress=False)
-    assert summary.ok
-    return pd.read_parquet(out / "curves.parquet")
-
-
 @pytest.fixture(scope="module")
-def local_curves(tiny_suite, blimp_dir, tmp_path_factory):
-    return local_run(tiny_suite, blimp_dir, tmp_path_factory.mktemp("local"))
+def local_curves(tiny_suite, tmp_path_factory):
+    """The reference: the standard small sweep in this process; its curves."""
+    out = tmp_path_factory.mktemp("local")
+    assert local_sweep(tiny_suite, out).ok
+    return pd.read_parquet(out / "curves.parquet")
 
 
 def write_lock(store: Store, ckpt: Checkpoint, age: float = 0, **holder) -> None:
@@ -61,14 +55,14 @@ def test_a_live_holder_keeps_its_lock_until_its_process_dies(tmp_path, capsys):
     assert store.lock(ckpt, me)
     assert store.locks()[0]["token"] == me["token"]
     store.unlock(ckpt, me)
-    assert not store.is_locked(ckpt)
+    assert not store.is_locked(ckpt.key)
 
 
 def test_a_lock_whose_heartbeat_stopped_is_reclaimed(tmp_path):
     store, ckpt = Store(tmp_path), unit()
-    write_lock(store, ckpt, host="another-node", pid=1, age=LOCK_STALE_S / 2)
+    write_lock(store, ckpt, host="another-node", pid=1, age=STALE_S / 2)
     assert not store.lock(ckpt, lock_owner())
-    write_lock(store, ckpt, host="another-node", pid=1, age=LOCK_STALE_S + 1)
+    write_lock(store, ckpt, host="another-node", pid=1, age=STALE_S + 1)
     assert store.lock(ckpt, lock_owner())
 
 
@@ -81,19 +75,20 @@ def test_a_requeued_job_takes_back_its_own_lock(tmp_path):
 
 def test_one_winner_among_processes_reclaiming_one_stale_lock(tmp_path):
     store, ckpt = Store(tmp_path), unit()
-    write_lock(store, ckpt, host="another-node", pid=1, age=LOCK_STALE_S + 1)
-    start = time.time() + 5  # after every interpreter has started, so they race
-    race = (f"import time; from trajectories.store import Store, lock_owner; from trajectories.schema import *\n"
-            f"time.sleep({start} - time.time())\n"
-            f"print(Store({str(tmp_path)!r}).lock(Checkpoint('local:x', ModelInfo('tiny', 'tiny'), 1), lock_owner()))")
+    write_lock(store, ckpt, host="another-node", pid=1, age=STALE_S + 1)
+    start = time.time() + 10  # after every interpreter has started, so they race
+    race = (f"import time; from trajectories.store import Store; from trajectories.locks import owner\n"
+            f"from trajectories.schema import Checkpoint, ModelInfo\n"
+            f"time.sleep(max(0, {start} - time.time()))\n"
+            f"print(Store({str(tmp_path)!r}).lock(Checkpoint('local:x', ModelInfo('tiny', 'tiny'), 1), owner()))")
     racers = [subprocess.Popen([sys.executable, "-c", race], stdout=subprocess.PIPE, text=True) for _ in range(4)]
     results = [r.communicate()[0].strip() for r in racers]
     assert sorted(results) == ["False"] * 3 + ["True"]
 
 
-def test_concurrent_sweeps_on_one_out_evaluate_each_unit_once(tiny_suite, blimp_dir, tmp_path, local_curves):
+def test_concurrent_sweeps_on_one_out_evaluate_each_unit_once(tiny_suite, tmp_path, local_curves):
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "trajectories.cli", *sweep_args(tiny_suite, blimp_dir, out)]
+    cmd = [sys.executable, "-m", "trajectories", *sweep_args(tiny_suite, out)]
     sweeps = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) for _ in range(2)]
     reports = [s.communicate()[0] for s in sweeps]
     assert [s.returncode for s in sweeps] == [0, 0], reports
@@ -105,9 +100,9 @@ def test_concurrent_sweeps_on_one_out_evaluate_each_unit_once(tiny_suite, blimp_
     pd.testing.assert_frame_equal(pd.read_parquet(out / "curves.parquet"), local_curves)
 
 
-def test_worker_processes_give_the_local_curves(tiny_suite, blimp_dir, tmp_path, local_curves, capsys):
+def test_worker_processes_give_the_local_curves(tiny_suite, tmp_path, local_curves, capsys):
     out = tmp_path / "out"
-    assert main(sweep_args(tiny_suite, blimp_dir, out, "--executor", "processes", "--workers", "2")) == 0
+    assert main(sweep_args(tiny_suite, out, "--executor", "processes", "--workers", "2")) == 0
     assert "6 evaluated, 0 already done, 0 failed" in capsys.readouterr().out
     pd.testing.assert_frame_equal(pd.read_parquet(out / "curves.parquet"), local_curves)
     records = [json.loads(p.read_text()) for p in (out / "jobs").glob("*.units.json")]
@@ -123,12 +118,12 @@ def test_units_of_one_model_share_a_job():
         [("b", 0), ("b", 1)], [("b", 2), ("b", 3)], [("b", 4)], [("a", 0), ("a", 1)], [("a", 2), ("a", 3)], [("a", 4)]]
 
 
-@pytest.mark.parametrize("text, minutes", [("90", 90), ("1:30", 2), ("2:00:00", 120), ("1-0", 1440),
+@pytest.mark.parametrize("text, expected", [("90", 90), ("1:30", 2), ("2:00:00", 120), ("1-0", 1440),
                                            ("1-2:30", 1590), ("0-0:10:01", 11)])
-def test_slurm_time_formats(text, minutes):
-    assert slurm_minutes(text) == minutes
+def test_slurm_time_formats(text, expected):
+    assert minutes(text) == expected
 
 
 def test_bad_slurm_time_is_refused():
-    with pytest.raises(ExecutorError, match="expected minutes"):
-        slurm_minutes("two hours")
+    with pytest.raises(SlurmError, match="expected minutes"):
+        minutes("two hours")

@@ -1,17 +1,17 @@
-"""The grammar: deterministic corpora, well-formed BLiMP-style paradigms kept out of training, committed tasks."""
+"""The grammar: deterministic corpora, well-formed BLiMP-style paradigms kept out of training, the built-in tasks."""
 
 from __future__ import annotations
 
 import json
 import re
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
-from trajectories import grammar
+from trajectories.demo import grammar
+from trajectories.tasks import BUILTIN_TASKS_DIR
 
-TASK_DIR = Path(__file__).resolve().parents[1] / "tasks" / "minigrammar"
+TASK_DIR = BUILTIN_TASKS_DIR / "minigrammar"
 BLIMP_KEYS = ["sentence_good", "sentence_bad", "field", "linguistics_term", "UID", "simple_LM_method",
               "one_prefix_method", "two_prefix_method", "lexically_identical", "pairID"]
 SENTENCE = re.compile(r"^[A-Z][a-z]*( [a-zA-Z]+)*[.?]$")
@@ -87,10 +87,10 @@ def test_phenomena_are_all_present_in_training(corpus):
     assert any(" not ever " in s for s in corpus) and any(" near " in s for s in corpus)
 
 
-def test_committed_tasks_equal_a_regeneration(tmp_path):
-    written = grammar.write_tasks(tmp_path)
-    assert sorted(p.name for p in written) == sorted(p.name for p in TASK_DIR.iterdir())
-    for path in written:
+def test_built_in_tasks_equal_a_regeneration(tmp_path):
+    written = grammar.write_tasks(tmp_path / "minigrammar")
+    assert sorted(p.name for p in written.iterdir()) == sorted(p.name for p in TASK_DIR.iterdir())
+    for path in written.iterdir():
         assert path.read_bytes() == (TASK_DIR / path.name).read_bytes(), path.name
         assert path.stat().st_size < 2_000_000
 
@@ -98,7 +98,7 @@ def test_committed_tasks_equal_a_regeneration(tmp_path):
 def test_lm_eval_loads_a_task():
     from lm_eval.tasks import TaskManager
 
-    tm = TaskManager(include_defaults=False, include_path=str(TASK_DIR))
+    tm = TaskManager(include_defaults=False, include_path=str(TASK_DIR))  # stock lm-eval, not our catalog
     names = {f"minigrammar_{p.name}" for p in grammar.PARADIGMS}
     assert names | {"minigrammar"} <= set(tm.task_index)
     cfg = dict(tm.task_index["minigrammar_transitivity"].cfg)

@@ -6,9 +6,8 @@ from lm_eval.api.instance import Instance
 from lm_eval.models.huggingface import HFLM
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
-from trajectories.lm import SweepLM
-
-from .conftest import blimp_sentences
+from tests.helpers import blimp_sentences
+from trajectories.lmeval import SweepLM
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.test_analysis import synthetic_sweep, tables
+from tests.helpers import synthetic_sweep
+from tests.helpers import synthetic_tables as tables
 from trajectories import analysis, plots
 from trajectories.analysis import AnalysisError
 

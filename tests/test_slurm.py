@@ -10,12 +10,9 @@ import time
 import pandas as pd
 import pytest
 
+from tests.helpers import TASKS, Shape, build_tiny_suite, local_sweep, sweep_args
 from trajectories.cli import main
 from trajectories.store import Store
-
-from .conftest import build_tiny_suite
-from .test_executors import local_run
-from .test_sweep import TASKS, sweep_args
 
 pytestmark = pytest.mark.skipif(shutil.which("sbatch") is None,
                                 reason="Slurm is not installed; .ci/slurm-setup installs and starts a one-node Slurm")
@@ -35,7 +32,7 @@ def six_steps(tmp_path_factory):
     import torch
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
-    suite = build_tiny_suite(tmp_path_factory.mktemp("six"), models={"tiny": (1, 16)}, steps=range(6))
+    suite = build_tiny_suite(tmp_path_factory.mktemp("six"), models={"tiny": Shape(1, 16)}, steps=range(6))
     config = GPTNeoXConfig.from_pretrained(suite / "tiny" / "step0")
     config.update(dict(hidden_size=128, num_hidden_layers=6, num_attention_heads=4, intermediate_size=512,
                        vocab_size=50304))
@@ -45,8 +42,8 @@ def six_steps(tmp_path_factory):
     return suite
 
 
-def slurm_args(suite, blimp_dir, out, units_per_job: int, limit: int | None = None) -> list[str]:
-    args = sweep_args(suite, blimp_dir, out, "--executor", "slurm", "--units-per-job", str(units_per_job),
+def slurm_args(suite, out, units_per_job: int, limit: int | None = None) -> list[str]:
+    args = sweep_args(suite, out, "--executor", "slurm", "--units-per-job", str(units_per_job),
                       "--cpus-per-job", "1", "--time", "10")
     if limit:
         args[args.index("--limit") + 1] = str(limit)
@@ -62,7 +59,7 @@ def wait_for(condition, what: str, timeout: float = 120):
 
 
 def start_sweep(args) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "trajectories.cli", *args], stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-m", "trajectories", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True)
 
 
@@ -85,25 +82,26 @@ def assert_complete_once(out, units: int, limit: int) -> None:
     assert not [p for p in out.rglob("*") if p.suffix == ".lock" or ".tmp-" in p.name]
 
 
-def test_a_slurm_job_array_gives_the_local_curves(tiny_suite, blimp_dir, tmp_path, capsys):
+def test_a_slurm_job_array_gives_the_local_curves(tiny_suite, tmp_path, capsys):
     out = tmp_path / "slurm"
-    assert main(slurm_args(tiny_suite, blimp_dir, out, units_per_job=3)) == 0
+    assert main(slurm_args(tiny_suite, out, units_per_job=3)) == 0
     assert "6 evaluated, 0 already done, 0 failed" in capsys.readouterr().out
-    local = local_run(tiny_suite, blimp_dir, tmp_path / "local")
-    pd.testing.assert_frame_equal(pd.read_parquet(out / "curves.parquet"), local)
+    assert local_sweep(tiny_suite, tmp_path / "local").ok
+    pd.testing.assert_frame_equal(pd.read_parquet(out / "curves.parquet"),
+                                  pd.read_parquet(tmp_path / "local" / "curves.parquet"))
 
     records = [json.loads(p.read_text()) for p in sorted((out / "jobs").glob("*.units.json"))]
     assert sorted(r["units"] for r in records) == [[[m, s] for s in range(3)] for m in ("small", "tiny")]
     array = records[0]["job"].split("_")[0]
     assert [r["job"] for r in records] == [f"{array}_0", f"{array}_1"]
-    evaluated_by = {(u["model"]["name"], u["step"]): u["by"]["job"] for u in Store(out).done_units()}
+    evaluated_by = {u.key: u.by["job"] for u in Store(out).records()}
     assert evaluated_by == {tuple(unit): r["job"] for r in records for unit in r["units"]}
     assert_complete_once(out, 6, 12)
 
 
-def test_a_cancelled_job_leaves_its_units_to_the_next_sweep(six_steps, blimp_dir, tmp_path, capsys):
+def test_a_cancelled_job_leaves_its_units_to_the_next_sweep(six_steps, tmp_path, capsys):
     out = tmp_path / "out"
-    args = slurm_args(six_steps, blimp_dir, out, units_per_job=6, limit=SLOW_LIMIT)
+    args = slurm_args(six_steps, out, units_per_job=6, limit=SLOW_LIMIT)
     first = start_sweep(args)
     job = the_job(out)
     wait_for(lambda: list((out / "units").rglob("*.lock")), "the job to take a unit")
@@ -128,9 +126,9 @@ def test_a_cancelled_job_leaves_its_units_to_the_next_sweep(six_steps, blimp_dir
     assert_complete_once(out, 6, SLOW_LIMIT)
 
 
-def test_a_preempted_job_is_requeued_and_finishes(six_steps, blimp_dir, tmp_path):
+def test_a_preempted_job_is_requeued_and_finishes(six_steps, tmp_path):
     out = tmp_path / "out"
-    sweep = start_sweep(slurm_args(six_steps, blimp_dir, out, units_per_job=6, limit=SLOW_LIMIT))
+    sweep = start_sweep(slurm_args(six_steps, out, units_per_job=6, limit=SLOW_LIMIT))
     job = the_job(out)["job"]
     wait_for(lambda: list((out / "units").rglob("step*.json")), "a first unit")
     # USR2 is what Slurm sends a job before its time limit and, on most clusters, before preempting it.

@@ -2,14 +2,14 @@ import json
 
 import pytest
 
+from trajectories.hub import parse_branches
 from trajectories.suites import (
     PYTHIA,
     PYTHIA_STEPS,
+    LocalSuite,
     SuiteError,
     canonical_pythia_name,
     get_suite,
-    local_suite,
-    parse_branches,
     resolve_checkpoints,
     select_steps,
 )
@@ -76,7 +76,7 @@ def test_local_suite(tiny_suite):
 def test_local_suite_without_metadata(tmp_path):
     (tmp_path / "m-deduped" / "step10").mkdir(parents=True)
     (tmp_path / "m" / "step3").mkdir(parents=True)
-    suite = local_suite(tmp_path)
+    suite = LocalSuite(tmp_path)
     assert suite.models["m-deduped"].deduped and suite.models["m-deduped"].size == "m"
     assert resolve_checkpoints(suite, None, "all")[0].tokens is None
 

@@ -10,39 +10,18 @@ import time
 import pandas as pd
 import pytest
 import torch
-from transformers import AutoTokenizer, GPTNeoXForCausalLM
 
+from tests.helpers import LIMIT, TASKS, TEST_PARADIGMS, load_checkpoint, local_sweep, reference_logprobs, sweep_args
 from trajectories.cli import main
-from trajectories.schema import CURVE_COLUMNS, ITEM_COLUMNS, EvalSettings, SweepSpec
+from trajectories.schema import CURVE_COLUMNS, ITEM_COLUMNS
 from trajectories.store import Store
-from trajectories.suites import get_suite, resolve_checkpoints
-from trajectories.sweep import run_sweep
-
-from .conftest import TEST_PARADIGMS
-
-TASKS = tuple(f"blimp_{p}" for p in TEST_PARADIGMS)
-LIMIT = 12
-
-
-def sweep_args(suite, blimp_dir, out, *extra):
-    return ["sweep", "--suite", f"local:{suite}", "--tasks", ",".join(TEST_PARADIGMS), "--blimp-dir", str(blimp_dir),
-            "--limit", str(LIMIT), "--out", str(out), "--device", "cpu", "--batch-size", "8", *extra]
 
 
 @pytest.fixture(scope="module")
-def swept(tiny_suite, blimp_dir, tmp_path_factory):
+def swept(tiny_suite, tmp_path_factory):
     out = tmp_path_factory.mktemp("sweep")
-    assert main(sweep_args(tiny_suite, blimp_dir, out)) == 0
+    assert main(sweep_args(tiny_suite, out)) == 0
     return out
-
-
-def sentence_logprob(model, tokenizer, sentence: str) -> float:
-    """What lm-eval scores for a choice with an empty context: the prefix token, then " " + sentence."""
-    ids = [tokenizer.eos_token_id] + tokenizer(" " + sentence, add_special_tokens=False).input_ids
-    with torch.no_grad():
-        logits = model(torch.tensor([ids])).logits[0].double()
-    logprobs = torch.log_softmax(logits[:-1], dim=-1)
-    return float(logprobs[torch.arange(len(ids) - 1), torch.tensor(ids[1:])].sum())
 
 
 def test_items_equal_an_independent_transformers_computation(swept, tiny_suite, blimp_dir):
@@ -50,14 +29,13 @@ def test_items_equal_an_independent_transformers_computation(swept, tiny_suite, 
     assert list(items.columns) == list(ITEM_COLUMNS)
     assert len(items) == 2 * 3 * len(TASKS) * LIMIT
     for model_name, step in [("tiny", 0), ("small", 2)]:
-        folder = tiny_suite / model_name / f"step{step}"
-        model, tokenizer = GPTNeoXForCausalLM.from_pretrained(folder).eval(), AutoTokenizer.from_pretrained(folder)
+        model, tokenizer = load_checkpoint(tiny_suite / model_name / f"step{step}")
         for paradigm in TEST_PARADIGMS:
             pairs = [json.loads(line) for line in (blimp_dir / f"{paradigm}.jsonl").read_text().splitlines()[:LIMIT]]
             got = items[(items.model == model_name) & (items.step == step) & (items.task == f"blimp_{paradigm}")]
             assert list(got.item) == list(range(LIMIT))
-            good = [sentence_logprob(model, tokenizer, p["sentence_good"]) for p in pairs]
-            bad = [sentence_logprob(model, tokenizer, p["sentence_bad"]) for p in pairs]
+            good = reference_logprobs(model, tokenizer, [("", " " + p["sentence_good"]) for p in pairs])
+            bad = reference_logprobs(model, tokenizer, [("", " " + p["sentence_bad"]) for p in pairs])
             assert got.logp_good.tolist() == pytest.approx(good, abs=1e-4)
             assert got.logp_bad.tolist() == pytest.approx(bad, abs=1e-4)
             assert got.correct.tolist() == [g > b for g, b in zip(good, bad)]
@@ -68,39 +46,37 @@ def test_curves_table_matches_lm_eval_and_items(swept):
     assert list(curves.columns) == list(CURVE_COLUMNS)
     assert len(curves[curves.level == "paradigm"]) == 2 * 3 * len(TASKS)
     items = Store(swept).items()
-    for unit in Store(swept).done_units():
-        for task, result in unit["tasks"].items():
-            row = curves[(curves.model == unit["model"]["name"]) & (curves.step == unit["step"])
+    for unit in Store(swept).records():
+        for task, result in unit.tasks.items():
+            row = curves[(curves.model == unit.model.name) & (curves.step == unit.step)
                          & (curves.task == task) & (curves.level == "paradigm")].iloc[0]
             mine = items[(items.model == row.model) & (items.step == row.step) & (items.task == task)]
-            assert row.acc == result["lm_eval"]["acc,none"] == pytest.approx(mine.correct.mean())
-            assert row.acc_stderr == result["lm_eval"]["acc_stderr,none"]
+            assert row.acc == result.lm_eval["acc,none"] == pytest.approx(mine.correct.mean())
+            assert row.acc_stderr == result.lm_eval["acc_stderr,none"]
             assert row.n == LIMIT and row.phenomenon
     assert set(curves.tokens[curves.step == 2]) == {2048}
     assert json.loads((swept / "units" / "tiny" / "step1.json").read_text())["versions"]["lm_eval"]
 
 
-def test_resume_evaluates_nothing(swept, tiny_suite, blimp_dir):
+def test_resume_evaluates_nothing(swept, tiny_suite):
     stamps = {p: p.stat().st_mtime_ns for p in (swept / "units").rglob("*")}
-    suite = get_suite(f"local:{tiny_suite}")
-    spec = SweepSpec(suite.name, TASKS, LIMIT)
-    summary = run_sweep(spec, resolve_checkpoints(suite, None), swept, EvalSettings("cpu", 8, str(blimp_dir)))
+    summary = local_sweep(tiny_suite, swept)
     assert (len(summary.done), len(summary.skipped), summary.model_loads) == (0, 6, 0)
     assert stamps == {p: p.stat().st_mtime_ns for p in (swept / "units").rglob("*")}
 
 
-def test_another_spec_is_refused(swept, tiny_suite, blimp_dir, capsys):
+def test_another_spec_is_refused(swept, tiny_suite, capsys):
     before = (swept / "sweep.json").read_text()
-    args = sweep_args(tiny_suite, blimp_dir, swept)
+    args = sweep_args(tiny_suite, swept)
     args[args.index("--limit") + 1] = "5"
     assert main(args) == 2
     assert "limit: 12 there, 5 now" in capsys.readouterr().err
     assert (swept / "sweep.json").read_text() == before
 
 
-def test_killed_sweep_loses_nothing_and_duplicates_nothing(tiny_suite, blimp_dir, tmp_path):
+def test_killed_sweep_loses_nothing_and_duplicates_nothing(tiny_suite, tmp_path):
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "trajectories.cli", *sweep_args(tiny_suite, blimp_dir, out)]
+    cmd = [sys.executable, "-m", "trajectories", *sweep_args(tiny_suite, out)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while not list((out / "units").glob("*/step*.json")) and time.time() < deadline:
@@ -111,14 +87,14 @@ def test_killed_sweep_loses_nothing_and_duplicates_nothing(tiny_suite, blimp_dir
     assert 1 <= len(finished_before) < 6, "the kill should land mid-sweep"
     stamps = {p: p.stat().st_mtime_ns for p in (out / "units").rglob("step*.json")}
 
-    assert main(sweep_args(tiny_suite, blimp_dir, out)) == 0
+    assert main(sweep_args(tiny_suite, out)) == 0
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items()), "completed units were redone"
     items = Store(out).items()
     assert len(items) == len(items.drop_duplicates(["model", "step", "task", "item"])) == 6 * len(TASKS) * LIMIT
     assert not [p for p in out.rglob("*") if ".tmp-" in p.name]
 
 
-def test_broken_checkpoints_fail_alone(tiny_suite, blimp_dir, tmp_path, capsys):
+def test_broken_checkpoints_fail_alone(tiny_suite, tmp_path, capsys):
     suite = tmp_path / "suite"
     shutil.copytree(tiny_suite, suite)
     weights = suite / "tiny" / "step1" / "model.safetensors"
@@ -131,7 +107,7 @@ def test_broken_checkpoints_fail_alone(tiny_suite, blimp_dir, tmp_path, capsys):
     save_file(tensors, nan_weights, metadata={"format": "pt"})
 
     out = tmp_path / "out"
-    assert main(sweep_args(suite, blimp_dir, out)) == 1
+    assert main(sweep_args(suite, out)) == 1
     printed = capsys.readouterr().out
     assert "4 evaluated, 0 already done, 2 failed" in printed
     assert "FAILED tiny step 1: EvaluationError: could not load" in printed
@@ -157,8 +133,8 @@ def test_checkpoints_command_runs_nothing(tiny_suite, capsys):
     (["--tasks", "adjunct_islnd"], "Did you mean: adjunct_island"),
     (["--blimp-dir", "/nonexistent"], "missing task data files in --blimp-dir /nonexistent"),
 ])
-def test_bad_input_errors(tiny_suite, blimp_dir, tmp_path, capsys, args, message):
-    full = sweep_args(tiny_suite, blimp_dir, tmp_path / "out")
+def test_bad_input_errors(tiny_suite, tmp_path, capsys, args, message):
+    full = sweep_args(tiny_suite, tmp_path / "out")
     for option, value in zip(args[::2], args[1::2]):
         if option in full:
             full[full.index(option) + 1] = value

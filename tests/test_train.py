@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import GPTNeoXForCausalLM, PreTrainedTokenizerFast
 
-from trajectories import grammar, train
-from trajectories.train import ModelSize, TrainConfig
+from tests.helpers import load_checkpoint, reference_logprobs
+from trajectories.demo import grammar, train
+from trajectories.demo.train import ModelSize, TrainConfig
+from trajectories.tasks import BUILTIN_TASKS_DIR
 
 # Two sizes, standard data only: enough to see learning, small enough for the test budget.
 LEARN = replace(train.QUICK, sizes=(train.QUICK.sizes[0], train.QUICK.sizes[-1]), deduped=False)
@@ -26,23 +27,13 @@ N_PAIRS = 150
 LOCAL = ("determiner_noun_agreement", "subject_verb_agreement_local")
 
 
-def sentence_logprobs(model: GPTNeoXForCausalLM, tokenizer: PreTrainedTokenizerFast,
-                      sentences: list[str]) -> torch.Tensor:
-    ids = [[tokenizer.eos_token_id, *tokenizer(" " + s)["input_ids"]] for s in sentences]
-    width = max(map(len, ids))
-    x = torch.full((len(ids), width), tokenizer.pad_token_id)
-    mask = torch.zeros_like(x)
-    for i, row in enumerate(ids):
-        x[i, : len(row)] = torch.tensor(row)
-        mask[i, : len(row)] = 1
-    with torch.no_grad():
-        logp = model(input_ids=x, attention_mask=mask).logits.log_softmax(-1)
-    return (logp[:, :-1].gather(-1, x[:, 1:, None])[..., 0] * mask[:, 1:]).sum(-1)
+def sentence_logprobs(model, tokenizer, sentences: list[str]) -> torch.Tensor:
+    return torch.tensor(reference_logprobs(model, tokenizer, [("", " " + s) for s in sentences], batch_size=256,
+                                           dtype=torch.float32))
 
 
 def accuracies(model_dir: Path, paradigms: dict[str, list[dict]]) -> dict[str, float]:
-    tokenizer = PreTrainedTokenizerFast.from_pretrained(model_dir)
-    model = GPTNeoXForCausalLM.from_pretrained(model_dir).eval()
+    model, tokenizer = load_checkpoint(model_dir)
     out = {}
     for name, rows in paradigms.items():
         good = sentence_logprobs(model, tokenizer, [r["sentence_good"] for r in rows])
@@ -186,7 +177,7 @@ def test_lm_eval_scores_a_checkpoint_as_we_do(learned):
 
     suite, _ = learned
     model_dir = suite / "mini-l" / f"step{LEARN.steps}"
-    task_dir = Path(__file__).resolve().parents[1] / "tasks" / "minigrammar"
+    task_dir = BUILTIN_TASKS_DIR / "minigrammar"
     tm = TaskManager(include_defaults=False, include_path=str(task_dir))
     cfg = dict(tm.task_index["minigrammar_subject_verb_agreement_across_pp"].cfg)
     cfg["dataset_kwargs"] = {"data_files": {"train": str(task_dir / "subject_verb_agreement_across_pp.jsonl")}}
@@ -194,8 +185,7 @@ def test_lm_eval_scores_a_checkpoint_as_we_do(learned):
     out = simple_evaluate(model=lm, tasks=[cfg], task_manager=tm, limit=40, log_samples=True)
     samples = out["samples"]["minigrammar_subject_verb_agreement_across_pp"]
     rows = grammar.generate_paradigms(n_pairs=40)["subject_verb_agreement_across_pp"]
-    model = GPTNeoXForCausalLM.from_pretrained(model_dir).eval()
-    tokenizer = PreTrainedTokenizerFast.from_pretrained(model_dir)
+    model, tokenizer = load_checkpoint(model_dir)
     ours = sentence_logprobs(model, tokenizer, [s for r in rows for s in (r["sentence_good"], r["sentence_bad"])])
     theirs = [resp[0][0] for sample in sorted(samples, key=lambda s: s["doc_id"]) for resp in sample["resps"]]
     assert torch.allclose(ours, torch.tensor(theirs, dtype=ours.dtype), atol=1e-3)

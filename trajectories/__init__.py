@@ -1,3 +1,24 @@
-"""trajectories: when do language models learn grammar? Sweep minimal-pair tasks over training checkpoints."""
+"""trajectories: when do language models learn grammar? Sweep minimal-pair tasks over training checkpoints.
+
+The Python API (the `trajectories` command is a thin layer over it):
+
+    sweep(suite, tasks, steps=..., out=..., **options) -> SweepSummary
+    collect(out), load_curves(out), load_items(out)        -> pandas DataFrames
+    plot(out, ...), analyze(out, ...), add_task(source, name, ...)
+"""
 
 __version__ = "0.1.0"
+
+# No name here may be a module of the package too: importing the module would replace the function.
+__all__ = ["Analysis", "SweepSummary", "__version__", "add_task", "analyze", "collect", "load_curves", "load_items",
+           "plot", "sweep"]
+
+
+def __getattr__(name: str):
+    # Imported on first use: `import trajectories` stays cheap, and a worker job sets its environment before
+    # lm-eval, transformers and huggingface_hub read theirs.
+    if name in __all__:
+        from trajectories import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'trajectories' has no attribute {name!r}")

@@ -8,24 +8,26 @@
 - `dedup_differences`: standard vs deduplicated-data models of the same size.
 - `one_dimensionality`: share of the variance of a model's (checkpoint x paradigm) accuracies on the first PC.
 - `suspicious_checkpoints`: checkpoints that look mislabelled or duplicated.
+- `analyze`: every table `trajectories analyze` reports, model by model.
 """
 
 from __future__ import annotations
 
 import itertools
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 from scipy.optimize import isotonic_regression
 
-from trajectories.curves import N_BOOT, Z95, Replicates, model_replicates, task_replicates
 from trajectories.errors import UserError
-from trajectories.schema import CURVE_COLUMNS, ITEM_COLUMNS
+from trajectories.schema import CURVE_COLUMNS, ITEM_COLUMNS, Level
+from trajectories.stats import N_BOOT, Z95, Replicates, model_replicates, task_replicates
 
 CHANCE = 0.5
-LEVELS = ("phenomenon", "paradigm")
+LEVELS = (Level.PHENOMENON, Level.PARADIGM)
 MODEL_COLUMNS = ["model", "size", "params", "deduped"]
 
 
@@ -98,7 +100,7 @@ def acquisition(curves: pd.DataFrame, items: pd.DataFrame | None = None, fractio
     items_by_model = dict(tuple(items.groupby("model"))) if items is not None else {}
     rows = []
     for model, model_rows in units.groupby("model"):
-        paradigms = model_rows[model_rows.level == "paradigm"]
+        paradigms = model_rows[model_rows.level == Level.PARADIGM]
         reps = model_replicates(paradigms, items_by_model.get(model), n_boot, seed)
         info = model_rows[MODEL_COLUMNS].iloc[0].to_dict()
         tokens = dict(zip(model_rows.step, model_rows.tokens, strict=True))
@@ -164,9 +166,9 @@ def order_agreement(acq: pd.DataFrame, min_units: int = 3) -> pd.DataFrame:
 def dedup_differences(acq: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
     """Per size with both a standard and a deduped model, and per phenomenon: final accuracy (deduped minus
     standard, with a z score), acquisition steps, and the mean accuracy difference over their shared steps."""
-    phen = acq[acq.level == "phenomenon"]
+    phen = acq[acq.level == Level.PHENOMENON]
     units = grammar_units(curves)
-    units = units[units.level == "phenomenon"]
+    units = units[units.level == Level.PHENOMENON]
     rows = []
     for size, group in phen.groupby("size"):
         standard, deduped = group[~group.deduped], group[group.deduped]
@@ -197,7 +199,7 @@ def one_dimensionality(curves: pd.DataFrame) -> pd.DataFrame:
     principal component (paradigms measured at every checkpoint of the model; columns centred)."""
     paradigms = grammar_units(curves)
     rows = []
-    for model, rows_model in paradigms[paradigms.level == "paradigm"].groupby("model"):
+    for model, rows_model in paradigms[paradigms.level == Level.PARADIGM].groupby("model"):
         matrix = rows_model.pivot_table(index="step", columns="task", values="acc").dropna(axis=1)
         share = np.nan
         if matrix.shape[0] >= 3 and matrix.shape[1] >= 2:
@@ -220,7 +222,7 @@ def suspicious_checkpoints(curves: pd.DataFrame, items: pd.DataFrame | None = No
     frames = [_departures(grammar_units(curves), factor)]
     items = check_items(items)
     if items is not None:
-        frames += [_duplicates(model_items) for _, model_items in items.groupby("model")]
+        frames += [_identical_checkpoints(model_items) for _, model_items in items.groupby("model")]
     columns = ["model", "step", "kind", "other_step", "statistic", "detail"]
     found = [f for f in frames if len(f)]
     return pd.concat(found, ignore_index=True)[columns] if found else pd.DataFrame(columns=columns)
@@ -228,7 +230,7 @@ def suspicious_checkpoints(curves: pd.DataFrame, items: pd.DataFrame | None = No
 
 def _departures(units: pd.DataFrame, factor: float) -> pd.DataFrame:
     rows = []
-    for model, rows_model in units[units.level == "paradigm"].groupby("model"):
+    for model, rows_model in units[units.level == Level.PARADIGM].groupby("model"):
         acc = rows_model.pivot_table(index="step", columns="task", values="acc")
         # Floor the noise at one item's worth, so paradigms at exactly 0 or 1 (stderr 0) do not divide by zero.
         floor = 1.0 / rows_model.pivot_table(index="step", columns="task", values="n").astype(float)
@@ -263,7 +265,7 @@ def _neighbour_departure(x: np.ndarray, a: np.ndarray, s: np.ndarray) -> tuple[n
         return np.nanmean(z2, axis=1), z2
 
 
-def _duplicates(items: pd.DataFrame, atol: float = 1e-5) -> pd.DataFrame:
+def _identical_checkpoints(items: pd.DataFrame, atol: float = 1e-5) -> pd.DataFrame:
     by_step = {step: g.set_index(["task", "item"])[["logp_good", "logp_bad"]].sort_index()
                for step, g in items.groupby("step")}
     # Only steps with (nearly) equal mean log-prob can be duplicates; sorting by it keeps the comparisons few.
@@ -279,3 +281,26 @@ def _duplicates(items: pd.DataFrame, atol: float = 1e-5) -> pd.DataFrame:
                          "other_step": int(first), "statistic": float(len(x)),
                          "detail": f"per-item log-probs of {len(x)} items equal those of step {first}"})
     return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------------------------------- everything
+def analyze(curves: pd.DataFrame, items_of: Callable[[str], pd.DataFrame | None], fraction: float = 0.5,
+            n_boot: int = N_BOOT, seed: int = 0) -> dict[str, pd.DataFrame]:
+    """Every table of the report, by the name of its CSV. `items_of(model)` gives a model's item table (None if it
+    has none): one model's items at a time, so a full suite's items need not fit in memory together."""
+    curves = check_curves(curves)
+    grammar = grammar_units(curves)
+    acq, suspicious = [], []
+    for model in sorted(grammar.model.unique()):
+        items, rows = items_of(model), curves[curves.model == model]
+        acq.append(acquisition(rows, items, fraction, n_boot, seed))
+        suspicious.append(suspicious_checkpoints(rows, items))
+    if not acq:
+        raise AnalysisError("the curve table holds no minimal-pair results (rows with a phenomenon) to analyse")
+    acq = pd.concat(acq, ignore_index=True)
+    found = [s for s in suspicious if len(s)]
+    return {
+        "acquisition": acq, "order": acquisition_order(acq), "agreement": order_agreement(acq),
+        "dedup": dedup_differences(acq, curves), "onedim": one_dimensionality(curves),
+        "suspicious": pd.concat(found, ignore_index=True) if found else suspicious[0],
+    }

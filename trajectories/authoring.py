@@ -1,9 +1,5 @@
-"""Authoring tasks: a file (or folder) of minimal pairs becomes validated lm-eval tasks in tasks/NAME/.
-
-User data is data. Sentences live only in the jsonl files; the generated YAMLs name fields (`doc_to_choice: choices`,
-`doc_to_text: prefix`) and never hold templates over user text or code, so nothing in lm-eval renders, parses or
-evaluates a sentence. lm-eval scores `target_delimiter + choice` (" " + sentence, as for its own BLiMP tasks) after
-the prefix, or after the model's BOS/EOS token when there is none.
+"""Authoring tasks: a file (or folder) of minimal pairs is checked and becomes lm-eval tasks in the user's task
+folder (tasks/NAME/), written by taskfiles.py: user data stays data, never templates or code.
 
 Scoring methods (BLiMP's names):
   full sentence ("simple LM method", the default): is log P(good sentence) > log P(bad sentence)? Use it when the two
@@ -19,16 +15,13 @@ import codecs
 import csv
 import io
 import json
-import os
 import re
-import shutil
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
-from trajectories.tasks import BLIMP_PARADIGMS, BLIMP_PHENOMENA, TaskCatalog, TaskError, default_tasks_dir
+from trajectories import lmeval, taskfiles
+from trajectories.tasks import BLIMP_PARADIGMS, BLIMP_PHENOMENA, TaskCatalog, TaskError, user_tasks_dir
 
 FORMATS = {".jsonl": "jsonl", ".csv": "csv", ".tsv": "tsv", ".txt": "pairs", ".pairs": "pairs"}
 GOOD_FIELDS = ("sentence_good", "good")
@@ -38,9 +31,6 @@ NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
 # Phenomena appear in `--tasks NAME:PHENOMENON` (split on "," and ":") and in paradigm names.
 PHENOMENON_RE = re.compile(r"[\w.-]+\Z")
 SHOWN = 20  # problems listed per kind; the rest are counted
-# lm-eval's other minimal-pair families (folders of lm_eval/tasks); their data is on the hub.
-FAMILIES = ("blimp_nl", "lm_syneval", "multiblimp", "turblimp", "zhoblimp")
-BLIMP_PAIRS = 1000
 
 
 @dataclass(frozen=True)
@@ -65,7 +55,7 @@ class Layout:
 
 
 @dataclass(frozen=True)
-class Pair:
+class MinimalPair:
     good: str
     bad: str
     phenomenon: str
@@ -81,10 +71,10 @@ class Pair:
 
 
 @dataclass
-class Report:
+class CheckResult:
     """What a check found: the paradigms a task would have (their pairs in input order) and the problems."""
 
-    paradigms: dict[str, list[Pair]] = field(default_factory=dict)
+    paradigms: dict[str, list[MinimalPair]] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -214,7 +204,7 @@ def _problem(value) -> str | None:
 
 
 def _file_pairs(path: Path, records: list[tuple[int, dict]], layout: Layout, default_phenomenon: str,
-                errors: list[str]) -> list[Pair]:
+                errors: list[str]) -> list[MinimalPair]:
     first = records[0][1] if records else {}
     fields = {
         "good": layout.good or next((f for f in GOOD_FIELDS if f in first), GOOD_FIELDS[0]),
@@ -240,7 +230,8 @@ def _file_pairs(path: Path, records: list[tuple[int, dict]], layout: Layout, def
         elif ok and not PHENOMENON_RE.match(phenomenon):
             errors.append(f"{path}:{n}: phenomenon {phenomenon!r} must be letters, digits, '_', '.' or '-'")
         elif ok:
-            pairs.append(Pair(values["good"], values["bad"], phenomenon, f"{path.name}:{n}", values.get("prefix")))
+            where = f"{path.name}:{n}"
+            pairs.append(MinimalPair(values["good"], values["bad"], phenomenon, where, values.get("prefix")))
     return pairs
 
 
@@ -257,14 +248,14 @@ def _source_files(source: Path, layout: Layout) -> list[Path]:
     return [source]
 
 
-def check_source(source: str | Path, layout: Layout = Layout(), name: str | None = None) -> Report:
+def check_source(source: str | Path, layout: Layout = Layout(), name: str | None = None) -> CheckResult:
     """Parse and validate a file or folder of minimal pairs without writing anything.
 
     One paradigm per (file, phenomenon): named after the file, plus the phenomenon when a file holds several.
     Pairs without a phenomenon get NAME's (the file's name when there is no NAME)."""
     layout.validate()
     source = Path(source)
-    report = Report()
+    report = CheckResult()
     for path in _source_files(source, layout):
         fmt = layout.format or FORMATS[path.suffix.lower()]
         if fmt == "pairs" and (layout.good or layout.bad or layout.prefix or layout.phenomenon_field):
@@ -274,7 +265,7 @@ def check_source(source: str | Path, layout: Layout = Layout(), name: str | None
         pairs = _file_pairs(path, records, layout, name or _slug(source.stem), report.errors)
         if not records:
             report.errors.append(f"{path}: no pairs")
-        by_phenomenon: dict[str, list[Pair]] = {}
+        by_phenomenon: dict[str, list[MinimalPair]] = {}
         for pair in pairs:
             by_phenomenon.setdefault(pair.phenomenon, []).append(pair)
         for phenomenon, some in by_phenomenon.items():
@@ -282,11 +273,11 @@ def check_source(source: str | Path, layout: Layout = Layout(), name: str | None
             if paradigm in report.paradigms or not paradigm:
                 report.errors.append(f"{path}: paradigm name {paradigm!r} is empty or taken; rename the file")
             report.paradigms[paradigm] = some
-    _duplicates(report)
+    _warn_duplicate_pairs(report)
     return report
 
 
-def _duplicates(report: Report) -> None:
+def _warn_duplicate_pairs(report: CheckResult) -> None:
     first: dict[tuple, str] = {}
     for pairs in report.paradigms.values():
         for p in pairs:
@@ -296,10 +287,10 @@ def _duplicates(report: Report) -> None:
             first.setdefault(key, p.where)
 
 
-def check_task(name: str, catalog: TaskCatalog | None = None) -> Report:
+def check_task(name: str, catalog: TaskCatalog | None = None) -> CheckResult:
     """Validate the local data of a known task or family (tasks in tasks/, or BLiMP with a --blimp-dir)."""
     catalog = catalog or TaskCatalog()
-    report = Report()
+    report = CheckResult()
     for task in catalog.expand(name):
         cfg = catalog.config(task)
         files = (cfg.get("dataset_kwargs") or {}).get("data_files") or {}
@@ -315,7 +306,7 @@ def check_task(name: str, catalog: TaskCatalog | None = None) -> Report:
                 continue
             pairs = _file_pairs(file, _records(file, "jsonl", layout, report.errors), layout, task, report.errors)
             report.paradigms.setdefault(task, []).extend(pairs)
-    _duplicates(report)
+    _warn_duplicate_pairs(report)
     return report
 
 
@@ -329,37 +320,14 @@ def _fields_of(cfg: dict) -> tuple[str | None, str, str] | None:
 
 
 def check(target: str, layout: Layout = Layout(), name: str | None = None, catalog: TaskCatalog | None = None
-          ) -> Report:
+          ) -> CheckResult:
     """`tasks check`: a path is checked as `tasks add` would read it; anything else is a task name."""
     if Path(target).exists():
         return check_source(target, layout, name)
     return check_task(target, catalog)
 
 
-def _task_config(task: str, paradigm: str, phenomenon: str, shared_prefix: bool, source: str) -> dict:
-    return {
-        "task": task,
-        "dataset_path": "json",
-        "dataset_name": None,
-        "dataset_kwargs": {"data_files": {"train": f"{paradigm}.jsonl"}},
-        "output_type": "multiple_choice",
-        "validation_split": "train",
-        # Field names, not templates: lm-eval returns a field's value untouched.
-        "doc_to_text": "prefix" if shared_prefix else "",
-        "target_delimiter": " ",
-        "doc_to_target": 0,
-        "doc_to_choice": "choices",
-        "num_fewshot": 0,
-        "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}],
-        "metadata": {"version": 1.0, "phenomenon": phenomenon, "source": source},
-    }
-
-
-def _dump(header: str, config: dict) -> str:
-    return f"# {header}\n" + yaml.safe_dump(config, sort_keys=False, allow_unicode=True)
-
-
-def _readme(name: str, report: Report, source: str, layout: Layout, tasks: list[str]) -> str:
+def _readme(name: str, report: CheckResult, source: str, layout: Layout, tasks: list[str]) -> str:
     method = (
         f"shared prefix (BLiMP's one-prefix method): log P(good | prefix) vs log P(bad | prefix), prefix from "
         f"{layout.prefix!r}" if layout.prefix else "full sentence (BLiMP's simple LM method): log P(good) vs log P(bad)"
@@ -379,24 +347,22 @@ def _readme(name: str, report: Report, source: str, layout: Layout, tasks: list[
 
 
 def _taken_names(catalog: TaskCatalog, own: Path) -> set[str]:
-    """Names that a new task must not reuse: tasks and groups known here outside `own`, bare BLiMP paradigm names
-    (they expand to BLiMP's tasks) and lm-eval's task folders (cheap to list; its full index takes seconds)."""
-    import lm_eval
-
-    taken = {
-        n for n, e in catalog.manager.task_index.items()
-        if not (e.yaml_path and Path(e.yaml_path).resolve().is_relative_to(own.resolve()))
-    }
-    folders = (Path(lm_eval.__file__).parent / "tasks").iterdir()
-    return taken | set(BLIMP_PARADIGMS) | {p.name for p in folders if p.is_dir() and not p.name.startswith("_")}
+    """Names that a new task must not reuse: tasks and groups known here outside `own` (the built-in ones
+    included), bare BLiMP paradigm names (they expand to BLiMP's tasks) and lm-eval's task folders (cheap to list;
+    its full index takes seconds)."""
+    taken = {name for name, entry in catalog.index.entries.items()
+             if not (entry.yaml_path and entry.yaml_path.resolve().is_relative_to(own.resolve()))}
+    folders = {p.name for p in lmeval.TASKS_DIR.iterdir() if p.is_dir() and not p.name.startswith("_")}
+    return taken | set(BLIMP_PARADIGMS) | folders
 
 
 def add_task(source: str | Path, name: str, layout: Layout = Layout(), tasks_dir: str | Path | None = None,
-             force: bool = False) -> tuple[Path, Report]:
-    """Check `source` and write tasks/NAME/ (task YAML + jsonl per paradigm, group YAML, README), all or nothing."""
+             force: bool = False) -> tuple[Path, CheckResult]:
+    """Check `source` and write tasks/NAME/ (task YAML + jsonl per paradigm, template, group YAML, README), all
+    or nothing."""
     if not NAME_RE.match(name):
         raise TaskError(f"task name {name!r} must start with a letter and hold only letters, digits and '_'")
-    tasks_dir = Path(tasks_dir or default_tasks_dir())
+    tasks_dir = user_tasks_dir(tasks_dir)
     report = check_source(source, layout, name)
     if not report.ok:
         raise TaskError(f"{source}: {len(report.errors)} problems, nothing written\n{report.summary()}")
@@ -404,112 +370,12 @@ def add_task(source: str | Path, name: str, layout: Layout = Layout(), tasks_dir
     if target.exists() and not force:
         raise TaskError(f"{target} exists; pass --force to replace it")
     tasks = [f"{name}_{paradigm}" for paradigm in report.paradigms]
-    clashes = sorted({name, *tasks} & _taken_names(TaskCatalog(task_dirs=(tasks_dir,)), target))
+    clashes = sorted({name, *tasks} & _taken_names(TaskCatalog(tasks_dir), target))
     if clashes:
         raise TaskError(f"names already taken by other tasks: {', '.join(clashes)}; choose another --name")
-
-    tasks_dir.mkdir(parents=True, exist_ok=True)
-    # Written beside the target and renamed into place, so a failure never leaves a half-written task.
-    tmp, old = tasks_dir / f".{name}.{os.getpid()}.new", tasks_dir / f".{name}.{os.getpid()}.old"
-    tmp.mkdir()
-    header = "Generated by `trajectories tasks add` (data only); rerun it rather than editing."
-    try:
-        for task, (paradigm, pairs) in zip(tasks, report.paradigms.items(), strict=True):
-            rows = "".join(json.dumps(p.row(), ensure_ascii=False) + "\n" for p in pairs)
-            (tmp / f"{paradigm}.jsonl").write_text(rows, encoding="utf-8")
-            config = _task_config(task, paradigm, pairs[0].phenomenon, layout.prefix is not None, str(source))
-            (tmp / f"{paradigm}.yaml").write_text(_dump(header, config), encoding="utf-8")
-        group = {
-            "group": name, "task": tasks,
-            "aggregate_metric_list": [{"metric": "acc", "aggregation": "mean", "weight_by_size": False}],
-            "metadata": {"version": 1.0},
-        }
-        (tmp / f"_{name}.yaml").write_text(_dump(header, group), encoding="utf-8")
-        (tmp / "README.md").write_text(_readme(name, report, str(source), layout, tasks), encoding="utf-8")
-        if target.exists():
-            target.rename(old)
-        tmp.rename(target)
-    except BaseException:
-        if old.exists() and not target.exists():
-            old.rename(target)
-        raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
+    files = [taskfiles.TaskFile(task, paradigm, pairs[0].phenomenon, [p.row() for p in pairs], str(source))
+             for task, (paradigm, pairs) in zip(tasks, report.paradigms.items(), strict=True)]
+    taskfiles.write_family(target, name, files, layout.prefix is not None,
+                           "Generated by `trajectories tasks add` (data only); rerun it rather than editing.",
+                           _readme(name, report, str(source), layout, tasks))
     return target, report
-
-
-@dataclass(frozen=True)
-class TaskInfo:
-    family: str  # what `--tasks` takes to run the whole family
-    task: str
-    phenomenon: str
-    pairs: int | None  # None: the data is on the hub, and is not downloaded just to count it
-    source: str
-    summarized: bool = False  # listed as one line per family unless the family is asked for
-
-
-def known_tasks(catalog: TaskCatalog | None = None) -> list[TaskInfo]:
-    """Every task the harness knows: BLiMP, the tasks in tasks/ folders, and lm-eval's other minimal-pair families."""
-    import lm_eval
-    from lm_eval.tasks import TaskManager
-    from lm_eval.tasks._index import Kind
-
-    catalog = catalog or TaskCatalog()
-    blimp_source = str(catalog.blimp_dir) if catalog.blimp_dir else "hub: nyu-mll/blimp"
-    infos = [
-        TaskInfo("blimp", f"blimp_{p}", ph, BLIMP_PAIRS, blimp_source)
-        for p, ph in sorted(BLIMP_PARADIGMS.items(), key=lambda item: (item[1], item[0]))
-    ]
-    for task in sorted(catalog.local_task_names()):
-        entry = catalog.manager.task_index[task]
-        if entry.kind != Kind.TASK:
-            continue
-        cfg = catalog.config(task)
-        files = list(((cfg.get("dataset_kwargs") or {}).get("data_files") or {}).values())
-        pairs = sum(_count_lines(Path(f)) for f in files) if files and all(Path(f).is_file() for f in files) else None
-        folder = Path(entry.yaml_path).resolve().parent
-        home = next(d.resolve() for d in catalog.task_dirs if folder.is_relative_to(d.resolve()))
-        family = (folder.relative_to(home).parts or (task,))[0]  # the folder under tasks/, i.e. the group
-        source = str((cfg.get("metadata") or {}).get("source") or folder)
-        infos.append(TaskInfo(family, task, catalog.phenomenon(task), pairs, source))
-    root = Path(lm_eval.__file__).parent / "tasks"
-    index = TaskManager(include_defaults=False, include_path=[root / f for f in FAMILIES]).task_index
-    for folder in FAMILIES:
-        members = sorted(
-            (n, e) for n, e in index.items() if e.kind == Kind.TASK and Path(e.yaml_path).parent == root / folder
-        )
-        groups = [n for n, e in index.items() if e.kind == Kind.GROUP and Path(e.yaml_path).parent == root / folder]
-        shared_tags = set.intersection(*(e.tags for _, e in members)) if members else set()
-        family = (groups or sorted(shared_tags) or [folder])[0]
-        for task, entry in members:
-            source = f"hub: {entry.cfg.get('dataset_path')}"
-            infos.append(TaskInfo(family, task, catalog.phenomenon(task), None, source, summarized=True))
-    return infos
-
-
-def _count_lines(path: Path) -> int:
-    with path.open("rb") as f:
-        return sum(1 for line in f if line.strip())
-
-
-def format_task_list(infos: list[TaskInfo], family: str | None = None) -> str:
-    """A table of tasks; hub families are one line each unless `family` names one."""
-    if family:
-        infos = [i for i in infos if i.family == family]
-        if not infos:
-            raise TaskError(f"no family {family!r}; `trajectories tasks list` shows them")
-    lines = [f"{'family':<16} {'phenomenon':<34} {'task':<56} {'pairs':>6}  source"]
-    by_family: dict[str, list[TaskInfo]] = {}
-    for info in infos:
-        by_family.setdefault(info.family, []).append(info)
-    for name, members in by_family.items():
-        if family or not members[0].summarized:
-            lines += [
-                f"{i.family:<16} {i.phenomenon or '-':<34} {i.task:<56} {i.pairs if i.pairs is not None else '?':>6}"
-                f"  {i.source}" for i in members
-            ]
-        else:
-            sources = ", ".join(sorted({i.source for i in members}))
-            lines.append(f"{name:<16} {'-':<34} {f'{len(members)} tasks (tasks list {name})':<56} {'?':>6}  {sources}")
-    return "\n".join(lines)

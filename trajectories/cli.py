@@ -1,29 +1,25 @@
-"""The `trajectories` command: a thin layer over suites, tasks, sweep, curves, plots and analysis."""
+"""The `trajectories` command: a thin layer over the Python API (api.py) and the task tools."""
 
 from __future__ import annotations
 
 import argparse
-import re
 import sys
-from pathlib import Path
 
+from trajectories import __version__
 from trajectories.errors import UserError
+from trajectories.schema import EVICT_POLICIES
 from trajectories.suites import STEPS_HELP
-from trajectories.tasks import BLIMP_DIR_ENV
+
+EXECUTORS = ("local", "processes", "slurm")
+
+BLIMP_DIR_HELP = "local folder of BLiMP's jsonl files (or $TRAJECTORIES_BLIMP_DIR); default: the hub"
+TASKS_DIR_HELP = "your task folder (default: $TRAJECTORIES_TASKS_DIR, else ./tasks)"
 
 
 def _suite_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--suite", required=True, help="pythia | hf:<org/repo> | local:<dir>")
     parser.add_argument("--models", help="comma-separated model names (default: every model of the suite)")
     parser.add_argument("--steps", default="all", help=STEPS_HELP)
-
-
-def _checkpoints(args):
-    from trajectories.suites import get_suite, resolve_checkpoints
-
-    suite = get_suite(args.suite)
-    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
-    return suite, resolve_checkpoints(suite, models, args.steps)
 
 
 def cmd_suites(args) -> int:
@@ -40,131 +36,68 @@ def cmd_suites(args) -> int:
 
 
 def cmd_checkpoints(args) -> int:
-    _, checkpoints = _checkpoints(args)
+    from trajectories.suites import get_suite, resolve_checkpoints
+
+    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
     print("model\tstep\ttokens\tsource")
-    for c in checkpoints:
+    for c in resolve_checkpoints(get_suite(args.suite), models, args.steps):
         print(f"{c.model.name}\t{c.step}\t{c.tokens if c.tokens is not None else ''}\t"
               f"{c.path or f'{c.model.repo}@{c.revision}'}")
     return 0
 
 
-def _default_out(args) -> Path:
-    suite = re.sub(r"[^A-Za-z0-9.]+", "-", Path(args.suite.split(":", 1)[-1]).name).strip("-")
-    tasks = re.sub(r"[^A-Za-z0-9.]+", "-", args.tasks).strip("-")
-    return Path("results") / (f"{suite}_{tasks}" + (f"_limit{args.limit}" if args.limit else ""))
-
-
 def cmd_sweep(args) -> int:
-    from trajectories.schema import EvalSettings, SweepSpec
-    from trajectories.sweep import run_sweep
-    from trajectories.tasks import TaskCatalog
+    import trajectories as tj
 
-    suite, checkpoints = _checkpoints(args)
-    catalog = TaskCatalog(blimp_dir=args.blimp_dir)
-    tasks = catalog.expand(args.tasks)
-    catalog.check_data(tasks)
-    spec = SweepSpec(suite.name, tuple(tasks), args.limit, args.dtype, args.trust_remote_code)
-    device = args.device
-    if args.executor == "slurm" and not device:  # the jobs' device, not this machine's
-        device = "cuda" if args.gpus_per_job else "cpu"
-    settings = EvalSettings(_device(device), args.batch_size, args.blimp_dir, args.evict)
-    out = Path(args.out) if args.out else _default_out(args)
-    print(f"{len(checkpoints)} checkpoints x {len(tasks)} tasks -> {out}", file=sys.stderr)
-    summary = run_sweep(spec, checkpoints, out, settings, force=args.force, suite_description=suite.description,
-                        executor=_executor(args))
+    slurm_options = {"partition": args.partition, "gpus_per_job": args.gpus_per_job, "cpus_per_job": args.cpus_per_job,
+                     "mem": args.mem, "time": args.time, "array_parallelism": args.array_parallelism}
+    summary = tj.sweep(
+        args.suite, args.tasks, args.steps, args.out, args.models, args.limit, args.device, args.dtype,
+        args.batch_size, args.blimp_dir, args.tasks_dir, args.evict, args.force, args.trust_remote_code,
+        args.executor, args.workers, args.units_per_job, slurm_options,
+    )
     print(summary.report())
     return 0 if summary.ok else 1
 
 
-def _executor(args):
-    from trajectories import executors
-
-    if args.executor == "processes":
-        return executors.ProcessesExecutor(args.workers or _gpu_count() or 1)
-    if args.executor == "slurm":
-        return executors.SlurmExecutor(args.partition, args.gpus_per_job, args.cpus_per_job, args.mem, args.time,
-                                       args.array_parallelism, args.units_per_job)
-    return executors.LocalExecutor()
-
-
-def _gpu_count() -> int:
-    import torch
-
-    return torch.cuda.device_count()
-
-
-def _device(device: str | None) -> str:
-    if device:
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def cmd_status(args) -> int:
-    from trajectories.executors import describe_jobs
-    from trajectories.store import Store
+    from trajectories.api import status
 
-    store = Store(args.out)
-    requested = store.requested()
-    done = {(u["model"]["name"], u["step"]) for u in store.done_units()}
-    failures = {(f["model"], f["step"]): f["reason"] for f in store.failures()}
-    spec = store.spec()
-    print(f"{store.out}: suite {spec.suite}, {len(spec.tasks)} tasks, limit {spec.limit}, dtype {spec.dtype}")
-    print(f"{'model':<24}{'done':>6}{'failed':>8}{'pending':>9}")
-    for model in sorted({m for m, _ in requested}):
-        units = [u for u in requested if u[0] == model]
-        n_done = sum(u in done for u in units)
-        n_failed = sum(u in failures and u not in done for u in units)
-        print(f"{model:<24}{n_done:>6}{n_failed:>8}{len(units) - n_done - n_failed:>9}")
-    for (model, step), reason in sorted(failures.items()):
-        if (model, step) not in done:
-            print(f"  failed {model} step {step}: {reason}")
-    for line in describe_jobs(store):
-        print(line)
+    print(status(args.out))
     return 0
 
 
 def cmd_collect(args) -> int:
-    from trajectories.curves import collect
+    import trajectories as tj
+    from trajectories.store import Store
 
-    table = collect(args.out, imports=args.imports)
+    table = tj.collect(args.out, imports=args.imports)
     print(f"{len(table)} rows, {table.model.nunique()} models, {table.step.nunique()} steps, "
           f"{table.task.nunique()} tasks")
-    print(f"curves: {Path(args.out) / 'curves.parquet'} (and .csv)")
+    print(f"curves: {Store(args.out).curves_path} (and .csv)")
     return 0
 
 
-def _curves(out: str):
-    import pandas as pd
-
-    path = Path(out) / "curves.parquet"
-    if not path.exists():
-        raise UserError(f"{out} has no curves table; run `trajectories sweep` or `trajectories collect {out}` first")
-    return pd.read_parquet(path)
-
-
 def cmd_plot(args) -> int:
-    from trajectories.plots import plot_all
+    import trajectories as tj
 
-    paths = plot_all(_curves(args.out), Path(args.out) / "plots", x=args.x, phenomenon=args.phenomenon, task=args.task)
-    print(f"{len(paths)} figures in {Path(args.out) / 'plots'}:")
+    paths = tj.plot(args.out, x=args.x, phenomenon=args.phenomenon, task=args.task)
+    print(f"{len(paths)} figures:")
     print("\n".join(f"  {p}" for p in paths))
     return 0
 
 
 def cmd_demo(args) -> int:
-    from trajectories.demo import run_demo
+    from trajectories.demo.run import run_demo
 
-    return run_demo(args.out, quick=args.quick, device=_device(args.device))
+    return run_demo(args.out, quick=args.quick, device=args.device)
 
 
 def cmd_analyze(args) -> int:
-    from trajectories.report import write_report
+    import trajectories as tj
 
-    _curves(args.out)
-    report = write_report(Path(args.out), fraction=args.fraction)
-    print(f"report: {report / 'report.html'} (and report.md, CSV tables in {report})")
+    analysis = tj.analyze(args.out, fraction=args.fraction)
+    print(f"report: {analysis.html} (and report.md, CSV tables in {analysis.folder})")
     return 0
 
 
@@ -178,8 +111,8 @@ def _layout(args):
 def cmd_tasks_add(args) -> int:
     from trajectories.authoring import add_task
 
-    folder, report = add_task(args.source, args.name, _layout(args), force=args.force)
-    print(report.summary())
+    folder, result = add_task(args.source, args.name, _layout(args), args.tasks_dir, force=args.force)
+    print(result.summary())
     print(f"wrote {folder}; run it with: trajectories sweep --suite ... --tasks {args.name}")
     return 0
 
@@ -188,16 +121,15 @@ def cmd_tasks_check(args) -> int:
     from trajectories.authoring import check
     from trajectories.tasks import TaskCatalog
 
-    report = check(args.target, _layout(args), args.name, TaskCatalog(blimp_dir=args.blimp_dir))
-    print(report.summary())
-    return 0 if report.ok else 1
+    result = check(args.target, _layout(args), args.name, TaskCatalog(args.tasks_dir, args.blimp_dir))
+    print(result.summary())
+    return 0 if result.ok else 1
 
 
 def cmd_tasks_list(args) -> int:
-    from trajectories.authoring import format_task_list, known_tasks
-    from trajectories.tasks import TaskCatalog
+    from trajectories.tasks import TaskCatalog, format_task_list
 
-    print(format_task_list(known_tasks(TaskCatalog(blimp_dir=args.blimp_dir)), args.family))
+    print(format_task_list(TaskCatalog(args.tasks_dir, args.blimp_dir).known_tasks(), args.family))
     return 0
 
 
@@ -206,7 +138,8 @@ def _tasks_parser(sub) -> None:
         dest="tasks_command", required=True)
     p = tasks.add_parser("list", help="every task the harness knows, with phenomenon, pairs and source")
     p.add_argument("family", nargs="?", help="list only this family, e.g. multiblimp")
-    p.add_argument("--blimp-dir", help=f"local folder of BLiMP's jsonl files (or ${BLIMP_DIR_ENV})")
+    p.add_argument("--blimp-dir", help=BLIMP_DIR_HELP)
+    p.add_argument("--tasks-dir", help=TASKS_DIR_HELP)
     p.set_defaults(func=cmd_tasks_list)
     for command, help_ in (("check", "validate a file, folder or task without writing anything (exit 1 on errors)"),
                            ("add", "turn a file or folder of minimal pairs into tasks/NAME/")):
@@ -214,13 +147,14 @@ def _tasks_parser(sub) -> None:
         if command == "check":
             p.add_argument("target", metavar="NAME|FILE")
             p.add_argument("--name", help="the NAME `tasks add` would get (default phenomenon)")
-            p.add_argument("--blimp-dir", help="local BLiMP files, to check `blimp` tasks")
+            p.add_argument("--blimp-dir", help=BLIMP_DIR_HELP)
             p.set_defaults(func=cmd_tasks_check)
         else:
             p.add_argument("source", metavar="FILE|DIR", help="a folder adds one paradigm per file")
             p.add_argument("--name", required=True, help="family name: tasks/NAME/, tasks NAME_<paradigm>")
             p.add_argument("--force", action="store_true", help="replace an existing tasks/NAME/")
             p.set_defaults(func=cmd_tasks_add)
+        p.add_argument("--tasks-dir", help=TASKS_DIR_HELP)
         p.add_argument("--format", choices=["jsonl", "csv", "tsv", "pairs"], help="default: from the file extension")
         p.add_argument("--good", help="field of the good sentence (default: sentence_good or good)")
         p.add_argument("--bad", help="field of the bad sentence (default: sentence_bad or bad)")
@@ -234,6 +168,7 @@ def _tasks_parser(sub) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trajectories", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"trajectories {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     sub.add_parser("suites", help="list suites and models").set_defaults(func=cmd_suites)
@@ -245,19 +180,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sweep", help="evaluate tasks on every checkpoint (resumable)")
     _suite_args(p)
     p.add_argument("--tasks", required=True, help="blimp | blimp:<phenomenon> | <task> | minigrammar (comma list)")
-    p.add_argument("--blimp-dir", help=f"local folder of BLiMP's jsonl files (or ${BLIMP_DIR_ENV}); default: the hub")
+    p.add_argument("--blimp-dir", help=BLIMP_DIR_HELP)
+    p.add_argument("--tasks-dir", help=TASKS_DIR_HELP)
     p.add_argument("--limit", type=int, help="first N items of each task")
     p.add_argument("--out", help="results folder (default: results/<suite>_<tasks>)")
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     p.add_argument("--dtype", default="auto", help="auto | float32 | float16 | bfloat16 (auto: float32 on CPU)")
     p.add_argument("--batch-size", default="auto", type=lambda s: s if s == "auto" else int(s),
-                   help="sequences per forward pass (auto: 32 on CPU; on GPU the largest that fits, from 1024 down)")
-    p.add_argument("--evict", choices=("auto", "always", "never"), default="auto",
+                   help="sequences per forward pass (auto: on CPU 32-512 by vocabulary size; on GPU the largest that "
+                   "fits, from 1024 down)")
+    p.add_argument("--evict", choices=EVICT_POLICIES, default="auto",
                    help="delete each downloaded hub checkpoint once evaluated (auto: those over 2 GB)")
     p.add_argument("--force", action="store_true", help="re-evaluate units that are already done")
     p.add_argument("--trust-remote-code", action="store_true", help="allow model code from the hub (off by default)")
     run = p.add_argument_group("where units run (see README: Slurm and several GPUs)")
-    run.add_argument("--executor", choices=("local", "processes", "slurm"), default="local",
+    run.add_argument("--executor", choices=EXECUTORS, default="local",
                      help="local: this process; processes: --workers processes here; slurm: a Slurm job array")
     run.add_argument("--workers", type=int, help="processes: how many (default: one per GPU, or 1)")
     run.add_argument("--partition", help="slurm: partition (default: the cluster's)")

@@ -23,6 +23,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 from trajectories.analysis import CHANCE, AnalysisError, check_curves  # noqa: E402
+from trajectories.schema import Level, display_name  # noqa: E402
 
 FORMATS = ("png", "svg")
 X_LABELS = {"step": "training step (symlog scale)", "tokens": "tokens seen (symlog scale)"}
@@ -123,7 +124,7 @@ def line_grid(data: pd.DataFrame, panel: str, out_dir: Path, stem: str, title: s
             ax.set_yscale("log")
         _symlog(ax, data[x])
         ax.tick_params(labelbottom=True)  # shared x, but a panel above an empty slot still needs its ticks
-        ax.set_title(str(name).removeprefix("phenomenon:"), fontsize=10)
+        ax.set_title(display_name(str(name)), fontsize=10)
     for ax in axes.flat[len(panels):]:
         ax.set_visible(False)
     fig.suptitle(title)
@@ -135,20 +136,20 @@ def line_grid(data: pd.DataFrame, panel: str, out_dir: Path, stem: str, title: s
 
 
 def phenomenon_grid(curves: pd.DataFrame, out_dir: Path, x: str = "step") -> list[Path]:
-    rows = curves[curves.level == "phenomenon"]
+    rows = curves[curves.level == Level.PHENOMENON]
     return line_grid(rows, "phenomenon", out_dir, "phenomena", "Accuracy per phenomenon over training (95% CI)",
                      "accuracy (mean over paradigms)", x, model_styles(curves))
 
 
 def paradigm_grid(curves: pd.DataFrame, phenomenon: str, out_dir: Path, x: str = "step") -> list[Path]:
-    rows = curves[(curves.level == "paradigm") & (curves.phenomenon == phenomenon)]
+    rows = curves[(curves.level == Level.PARADIGM) & (curves.phenomenon == phenomenon)]
     return line_grid(rows, "task", out_dir, f"paradigms_{phenomenon}",
                      f"Paradigms of {phenomenon} over training (95% CI)", "accuracy", x, model_styles(curves))
 
 
 def other_metrics(curves: pd.DataFrame, out_dir: Path, x: str = "step") -> list[Path]:
     """Tasks and metrics without a phenomenon (e.g. imported lm-eval results), one panel each."""
-    rows = curves[curves.level.isin(["paradigm", "metric"]) & (curves.phenomenon.fillna("") == "")]
+    rows = curves[curves.level.isin([Level.PARADIGM, Level.METRIC]) & (curves.phenomenon.fillna("") == "")]
     return line_grid(rows, "task", out_dir, "other_metrics", "Other lm-eval tasks and metrics over training",
                      "value (accuracy unless named)", x, model_styles(curves), chance=False)
 
@@ -156,8 +157,8 @@ def other_metrics(curves: pd.DataFrame, out_dir: Path, x: str = "step") -> list[
 # ---------------------------------------------------------------------------------------------------- others
 def heatmap(curves: pd.DataFrame, model: str, out_dir: Path) -> list[Path]:
     """Phenomenon x checkpoint accuracy of one model, diverging around chance."""
-    rows = curves[(curves.level == "phenomenon") & (curves.model == model)]
-    everyone = curves[curves.level == "phenomenon"]
+    rows = curves[(curves.level == Level.PHENOMENON) & (curves.model == model)]
+    everyone = curves[curves.level == Level.PHENOMENON]
     # Same row order and colour scale for every model, so their heatmaps can be compared side by side.
     order = everyone.groupby("phenomenon").acc.mean().sort_values(ascending=False).index
     spread = max(float((everyone.acc - CHANCE).abs().max()), 0.05)
@@ -185,7 +186,7 @@ def final_step(curves: pd.DataFrame) -> tuple[pd.DataFrame, str]:
 
 def scaling(curves: pd.DataFrame, out_dir: Path) -> list[Path]:
     """Final accuracy against parameter count, one panel per phenomenon, one line per data variant."""
-    rows = curves[(curves.level == "phenomenon") & curves.params.notna()]
+    rows = curves[(curves.level == Level.PHENOMENON) & curves.params.notna()]
     rows, when = final_step(rows)
     styles = model_styles(curves)
     panels = sorted(rows.phenomenon.unique())
@@ -220,7 +221,8 @@ def scaling(curves: pd.DataFrame, out_dir: Path) -> list[Path]:
     return save(fig, out_dir, "scaling")
 
 
-def acquisition_plot(acq: pd.DataFrame, curves: pd.DataFrame, out_dir: Path, level: str = "phenomenon") -> list[Path]:
+def acquisition_plot(acq: pd.DataFrame, curves: pd.DataFrame, out_dir: Path,
+                     level: str = Level.PHENOMENON) -> list[Path]:
     """Acquisition step (with 95% CI) per unit and model; units ordered by their median acquisition step."""
     rows = acq[(acq.level == level) & acq.acquired]
     if rows.empty:
@@ -236,7 +238,7 @@ def acquisition_plot(acq: pd.DataFrame, curves: pd.DataFrame, out_dir: Path, lev
         style = styles[model]
         ax.errorbar(r.acq_step, y, xerr=[r.acq_step - r.ci_low, high - r.acq_step], fmt="s" if ":" in
                     style["linestyle"] else "o", color=style["color"], ms=4, lw=1, label=model)
-    ax.set_yticks(range(len(order)), [t.removeprefix("phenomenon:") for t in order])
+    ax.set_yticks(range(len(order)), [display_name(t) for t in order])
     ax.invert_yaxis()
     _symlog(ax, rows.acq_step)
     fraction = rows.fraction.iloc[0]
@@ -271,12 +273,12 @@ def plot_all(curves: pd.DataFrame, out_dir: Path, x: str = "step", phenomenon: s
         curves = curves[curves.phenomenon == phenomenon]
     grammar = curves[curves.phenomenon.isin(phenomena)]
     paths = []
-    if (grammar.level == "phenomenon").any():
+    if (grammar.level == Level.PHENOMENON).any():
         paths += phenomenon_grid(grammar, out_dir, x)
         paths += [p for model in sorted(grammar.model.unique()) for p in heatmap(grammar, model, out_dir)]
-        if grammar[grammar.level == "phenomenon"].dropna(subset=["params"]).model.nunique() >= 2:
+        if grammar[grammar.level == Level.PHENOMENON].dropna(subset=["params"]).model.nunique() >= 2:
             paths += scaling(grammar, out_dir)
-    paths += [p for name in phenomena if ((grammar.phenomenon == name) & (grammar.level == "paradigm")).any()
+    paths += [p for name in phenomena if ((grammar.phenomenon == name) & (grammar.level == Level.PARADIGM)).any()
               for p in paradigm_grid(grammar, name, out_dir, x)]
     if not phenomenon and (curves.phenomenon.fillna("") == "").any():
         paths += other_metrics(curves, out_dir, x)

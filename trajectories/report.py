@@ -1,61 +1,23 @@
-"""`trajectories analyze OUT`: run the acquisition analysis on a results folder and write OUT/report/:
-acquisition.csv, order.csv, agreement.csv, dedup.csv, onedim.csv, suspicious.csv, report.md, and report.html
-(self-contained: figures embedded as base64). Figures are (re)drawn under OUT/plots/.
+"""The report: renders the analysis tables (analysis.analyze) and figures (plots.py) as report.md and a
+self-contained report.html (figures embedded as base64). It computes nothing and reads no results folder.
 """
 
 from __future__ import annotations
 
 import base64
 import html
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from trajectories import analysis, plots
-from trajectories.analysis import AnalysisError
-from trajectories.curves import N_BOOT, read_items
+from trajectories import analysis
+from trajectories.schema import FailureRecord, Level, display_name
 
 CSS = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
        "table{border-collapse:collapse;font-size:.85em;margin:.5em 0 1.5em}"
        "td,th{border:1px solid #ccc;padding:.2em .5em;text-align:right}th{background:#f3f3f3}"
        "img{max-width:100%;margin:.5em 0}figcaption{font-size:.9em;color:#555;margin-bottom:1.5em}")
-
-
-# ---------------------------------------------------------------------------------------------------- inputs
-def read_results(out: Path) -> tuple[pd.DataFrame, dict[str, Path]]:
-    """OUT's curve table and, per model, the item files of its completed units."""
-    out = Path(out)
-    if not out.is_dir():
-        raise AnalysisError(f"{out} does not exist; give the --out folder of a sweep")
-    path = out / "curves.parquet"
-    if not path.exists():
-        raise AnalysisError(f"{out} holds no curves.parquet; run `trajectories collect {out}` first")
-    curves = analysis.check_curves(pd.read_parquet(path))
-    files: dict[str, list[Path]] = {}
-    for unit in sorted((out / "units").glob("*/step*.json")):
-        items = unit.with_name(unit.name.removesuffix(".json") + ".items.parquet")
-        if items.exists():  # a unit counts as done only with both files
-            files.setdefault(unit.parent.name, []).append(items)
-    return curves, files
-
-
-def _per_model(curves: pd.DataFrame, item_files: dict[str, list[Path]], fraction: float, n_boot: int,
-               seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    # One model's items at a time: a full suite's items do not need to fit in memory together.
-    acq, suspicious = [], []
-    grammar = analysis.grammar_units(curves)
-    for model in sorted(curves.model.unique()):
-        items = read_items(item_files.get(model, []))
-        rows = curves[curves.model == model]
-        if (grammar.model == model).any():
-            acq.append(analysis.acquisition(rows, items, fraction, n_boot, seed))
-            suspicious.append(analysis.suspicious_checkpoints(rows, items))
-    if not acq:
-        raise AnalysisError("the curve table holds no minimal-pair results (rows with a phenomenon) to analyse")
-    found = [s for s in suspicious if len(s)]
-    return pd.concat(acq, ignore_index=True), (pd.concat(found, ignore_index=True) if found else suspicious[0])
 
 
 # ---------------------------------------------------------------------------------------------------- formatting
@@ -85,13 +47,14 @@ def _step_ci(row) -> str:
 def _orders(order: pd.DataFrame, level: str) -> list[str]:
     lines = []
     for model, rows in order[order.level == level].groupby("model"):
-        names = [f"{t.removeprefix('phenomenon:')} ({_cell(s)})" for t, s in zip(rows.task, rows.acq_step, strict=True)]
+        names = [f"{display_name(t)} ({_cell(s)})" for t, s in zip(rows.task, rows.acq_step, strict=True)]
         lines.append(f"{model}: " + " < ".join(names))
     return lines
 
 
 # ---------------------------------------------------------------------------------------------------- document
-def _summary(out: Path, curves: pd.DataFrame, item_files: dict) -> list[tuple]:
+def _summary(curves: pd.DataFrame, item_models: int, requested: list[tuple[str, int]],
+             failures: list[FailureRecord]) -> list[tuple]:
     grammar = analysis.grammar_units(curves)
     steps = curves.groupby("model").step.agg(["nunique", "min", "max"])
     lines = [
@@ -100,35 +63,29 @@ def _summary(out: Path, curves: pd.DataFrame, item_files: dict) -> list[tuple]:
         f"Minimal-pair tasks: {grammar[grammar.level == 'paradigm'].task.nunique()} paradigms in "
         f"{grammar.phenomenon.nunique()} phenomena. Other tasks and metrics: "
         f"{curves[curves.phenomenon.fillna('') == ''].task.nunique()}.",
-        f"Models with per-item results: {len(item_files)} of {curves.model.nunique()}.",
+        f"Models with per-item results: {item_models} of {curves.model.nunique()}.",
         "CI methods in the curve table: " + "; ".join(
             f"{level} rows: " + ", ".join(f"{m} {n}" for m, n in g.ci_method.value_counts().items())
             for level, g in curves.groupby("level")) + ".",
     ]
-    lines += _missing(out, curves)
+    lines += _missing(curves, requested, failures)
     return [("h2", "Data"), *(("p", line) for line in lines)]
 
 
-def _missing(out: Path, curves: pd.DataFrame) -> list[str]:
+def _missing(curves: pd.DataFrame, requested: list[tuple[str, int]], failures: list[FailureRecord]) -> list[str]:
     lines = []
-    manifest = out / "sweep.json"
-    if manifest.exists():
-        requested = {tuple(u) for u in json.loads(manifest.read_text()).get("requested", [])}
-        have = set(zip(curves.model, curves.step, strict=True))
-        missing = sorted(requested - have)
-        if missing:
-            shown = ", ".join(f"{m} step {s:,}" for m, s in missing[:20]) + (" …" if len(missing) > 20 else "")
-            lines.append(f"Requested but absent from the curves ({len(missing)}): {shown}. Partial sweeps are "
-                         "analysed as they are; re-run the sweep (and `trajectories collect`) to complete them.")
-    for failed in sorted((out / "units").glob("*/step*.failed.json")):
-        record = json.loads(failed.read_text())
-        lines.append(f"Failed unit: {record.get('model')} step {record.get('step')}: {record.get('reason', '')[:200]}")
+    missing = sorted(set(requested) - set(zip(curves.model, curves.step, strict=True)))
+    if missing:
+        shown = ", ".join(f"{m} step {s:,}" for m, s in missing[:20]) + (" …" if len(missing) > 20 else "")
+        lines.append(f"Requested but absent from the curves ({len(missing)}): {shown}. Partial sweeps are "
+                     "analysed as they are; re-run the sweep (and `trajectories collect`) to complete them.")
+    lines += [f"Failed unit: {f.model} step {f.step}: {f.reason[:200]}" for f in failures]
     return lines
 
 
 def _acquisition_section(acq: pd.DataFrame, order: pd.DataFrame, fraction: float) -> list[tuple]:
-    phen = acq[acq.level == "phenomenon"].assign(cell=lambda d: d.apply(_step_ci, axis=1))
-    table = phen.pivot(index="task", columns="model", values="cell").rename(lambda t: t.removeprefix("phenomenon:"))
+    phen = acq[acq.level == Level.PHENOMENON].assign(cell=lambda d: d.apply(_step_ci, axis=1))
+    table = phen.pivot(index="task", columns="model", values="cell").rename(display_name)
     methods = ", ".join(f"{m} for {n} units" for m, n in acq.ci_method.value_counts().items())
     return [
         ("h2", "Acquisition"),
@@ -141,7 +98,7 @@ def _acquisition_section(acq: pd.DataFrame, order: pd.DataFrame, fraction: float
               "less training. Every unit is in acquisition.csv."),
         ("table", table.reset_index().rename(columns={"task": "phenomenon"})),
         ("h3", "Acquisition order (phenomena)"),
-        *(("p", line) for line in _orders(order, "phenomenon")),
+        *(("p", line) for line in _orders(order, Level.PHENOMENON)),
     ]
 
 
@@ -160,11 +117,14 @@ def _figure_blocks(figures: list[Path]) -> list[tuple]:
     return [("h2", "Figures"), *(("fig", p) for p in figures if p.suffix == ".png")]
 
 
-def _document(out: Path, curves, item_files, results: dict, fraction: float, figures: list[Path]) -> list[tuple]:
+def document(title: str, curves: pd.DataFrame, results: dict[str, pd.DataFrame], fraction: float,
+             figures: list[Path], item_models: int, requested: list[tuple[str, int]] = (),
+             failures: list[FailureRecord] = ()) -> list[tuple]:
+    """The report as blocks (kind, value): headings, paragraphs, tables and figures."""
     suspicious = results["suspicious"]
     return [
-        ("h1", f"Grammar acquisition report: {out.resolve().name}"),
-        *_summary(out, curves, item_files),
+        ("h1", title),
+        *_summary(curves, item_models, requested, failures),
         *_acquisition_section(results["acquisition"], results["order"], fraction),
         *_agreement_section(results["agreement"]),
         ("h2", "Standard vs deduplicated data"),
@@ -217,34 +177,3 @@ def to_html(blocks: list[tuple], title: str) -> str:
             parts.append(f"<figure><img alt='{html.escape(value.stem)}' src='data:image/png;base64,{data}'>"
                          f"<figcaption>{html.escape(value.stem)}</figcaption></figure>")
     return "\n".join(parts) + "</body></html>\n"
-
-
-# ---------------------------------------------------------------------------------------------------- entry
-def analyze(curves: pd.DataFrame, item_files: dict[str, list[Path]], fraction: float = 0.5, n_boot: int = N_BOOT,
-            seed: int = 0) -> dict[str, pd.DataFrame]:
-    """Every analysis table, by the name of its CSV."""
-    acq, suspicious = _per_model(curves, item_files, fraction, n_boot, seed)
-    return {
-        "acquisition": acq, "order": analysis.acquisition_order(acq), "agreement": analysis.order_agreement(acq),
-        "dedup": analysis.dedup_differences(acq, curves), "onedim": analysis.one_dimensionality(curves),
-        "suspicious": suspicious,
-    }
-
-
-def write_report(out: Path, fraction: float = 0.5, n_boot: int = N_BOOT, seed: int = 0) -> Path:
-    """Analyse OUT and write OUT/report/ (CSVs, report.md, report.html); return the report folder."""
-    out = Path(out)
-    curves, item_files = read_results(out)
-    results = analyze(curves, item_files, fraction, n_boot, seed)
-    report = out / "report"
-    report.mkdir(parents=True, exist_ok=True)
-    for name, table in results.items():
-        table.to_csv(report / f"{name}.csv", index=False)
-    figures = plots.plot_all(curves, out / "plots")
-    acq = results["acquisition"]
-    if (acq.acquired & (acq.level == "phenomenon")).any():
-        figures = plots.acquisition_plot(acq, curves, out / "plots") + figures
-    blocks = _document(out, curves, item_files, results, fraction, figures)
-    (report / "report.md").write_text(to_markdown(blocks, out))
-    (report / "report.html").write_text(to_html(blocks, f"Grammar acquisition report: {out.resolve().name}"))
-    return report

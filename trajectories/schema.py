@@ -1,18 +1,22 @@
-"""Data contracts shared by every stage: a checkpoint (the unit of work), a sweep spec, and the table schemas.
+"""Data contracts shared by every stage, defined once here: the unit of work (a checkpoint), what a results folder
+measures (the sweep spec), how units are run (settings), the records a unit leaves in the store, and the columns of
+every table.
 
-Defined once here and imported everywhere, so suites, the sweep, the store, curves, plots and analysis agree.
+Records round-trip through JSON in the layout the store has always written, so older results folders still read.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import enum
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
 
 
 @dataclass(frozen=True)
 class ModelInfo:
     """One model of a suite: a size, trained on a stated data variant."""
 
-    name: str  # as used on the command line and in results, e.g. "pythia-160m-deduped" or "tiny"
+    name: str  # as used on the command line and in results, e.g. "160m-deduped" or "tiny"
     size: str  # size label shared by a standard/deduped pair, e.g. "160m"
     params: int | None = None  # parameter count, orders sizes in plots
     deduped: bool = False
@@ -26,6 +30,10 @@ class ModelInfo:
     tokens_per_step: int | None = None
     repo: str | None = None  # hub repo id for hub suites
     path: str | None = None  # model folder for local suites (holds step<N>/)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ModelInfo:
+        return cls(**{k: v for k, v in data.items() if k in _field_names(cls)})
 
 
 @dataclass(frozen=True)
@@ -70,6 +78,14 @@ class SweepSpec:
     def from_dict(cls, d: dict) -> SweepSpec:
         return cls(**(d | {"tasks": tuple(d["tasks"])}))
 
+    def differences(self, other: SweepSpec) -> dict[str, tuple]:
+        """{field: (mine, other's)} for every field that differs."""
+        return {f: (getattr(self, f), getattr(other, f)) for f in _field_names(SweepSpec)
+                if getattr(self, f) != getattr(other, f)}
+
+
+EVICT_POLICIES = ("auto", "always", "never")
+
 
 @dataclass(frozen=True)
 class EvalSettings:
@@ -78,8 +94,140 @@ class EvalSettings:
     device: str = "cpu"
     batch_size: int | str = "auto"
     blimp_dir: str | None = None
-    evict: str = "auto"  # delete downloaded hub checkpoints once evaluated: "auto" (those over 2 GB), "always", "never"
-    extra: dict = field(default_factory=dict)
+    evict: str = "auto"  # delete downloaded hub checkpoints once evaluated: one of EVICT_POLICIES
+
+
+# ---------------------------------------------------------------------------------------------------- records
+@dataclass(frozen=True)
+class TaskResult:
+    """One task's result at one checkpoint: lm-eval's accuracy and its own metric dict, and the items counted."""
+
+    acc: float
+    acc_stderr: float
+    n: int
+    phenomenon: str  # "" for a task that is not a minimal-pair paradigm
+    lm_eval: dict = field(default_factory=dict)  # lm-eval's metrics for the task, as it reported them
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TaskResult:
+        return cls(**{k: v for k, v in data.items() if k in _field_names(cls)})
+
+
+@dataclass
+class UnitResult:
+    """What evaluating one checkpoint produced, before it is stored."""
+
+    tasks: dict[str, TaskResult]
+    items: Any  # pandas DataFrame with ITEM_COLUMNS
+    seconds: dict[str, float]  # per stage
+    provenance: dict  # versions, commit, device, dtype, batch size, peak memory
+
+
+@dataclass(frozen=True)
+class UnitRecord:
+    """A completed unit as stored in units/<model>/step<N>.json (written last: its presence marks the unit done).
+
+    The JSON layout is flat, provenance keys beside the others, as every results folder has it."""
+
+    suite: str
+    model: ModelInfo
+    step: int
+    tokens: int | None
+    revision: str | None
+    path: str | None
+    spec: SweepSpec
+    tasks: dict[str, TaskResult]
+    seconds: dict[str, float] = field(default_factory=dict)
+    provenance: dict = field(default_factory=dict)
+    by: dict | None = None  # who evaluated it (sweep, job, host, pid, log), as locks.owner() gives it
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.model.name, self.step)
+
+    @classmethod
+    def of(cls, ckpt: Checkpoint, result: UnitResult, spec: SweepSpec, by: dict | None) -> UnitRecord:
+        return cls(ckpt.suite, ckpt.model, ckpt.step, ckpt.tokens, ckpt.revision, ckpt.path, spec, result.tasks,
+                   result.seconds, result.provenance, by)
+
+    def to_json(self) -> dict:
+        return {
+            "suite": self.suite, "model": asdict(self.model), "step": self.step, "tokens": self.tokens,
+            "revision": self.revision, "path": self.path, "spec": self.spec.as_dict(),
+            "tasks": {task: asdict(result) for task, result in self.tasks.items()}, "seconds": self.seconds,
+            **self.provenance, "by": self.by,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> UnitRecord:
+        """Raises KeyError, TypeError or ValueError when `data` is not a unit record."""
+        known = _field_names(cls) - {"provenance"}
+        return cls(
+            suite=data["suite"], model=ModelInfo.from_dict(data["model"]), step=int(data["step"]),
+            tokens=data.get("tokens"), revision=data.get("revision"), path=data.get("path"),
+            spec=SweepSpec.from_dict(data["spec"]),
+            tasks={task: TaskResult.from_dict(result) for task, result in data["tasks"].items()},
+            seconds=data.get("seconds") or {}, by=data.get("by"),
+            provenance={k: v for k, v in data.items() if k not in known},
+        )
+
+
+@dataclass(frozen=True)
+class FailureRecord:
+    """Why a unit failed, as stored in units/<model>/step<N>.failed.json (removed when the unit later succeeds)."""
+
+    model: str
+    step: int
+    source: str
+    revision: str | None
+    reason: str
+    by: dict | None = None
+    at: float = 0.0  # when it was written (the file's mtime; not stored in the file)
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.model, self.step)
+
+    @classmethod
+    def of(cls, ckpt: Checkpoint, reason: str, by: dict | None) -> FailureRecord:
+        return cls(ckpt.model.name, ckpt.step, ckpt.source, ckpt.revision, reason, by)
+
+    def to_json(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k != "at"}
+
+    @classmethod
+    def from_json(cls, data: dict, at: float = 0.0) -> FailureRecord:
+        return cls(data["model"], int(data["step"]), data.get("source", ""), data.get("revision"),
+                   str(data["reason"]), data.get("by"), at)
+
+
+def _field_names(cls) -> set[str]:
+    return {f.name for f in fields(cls)}
+
+
+# ---------------------------------------------------------------------------------------------------- tables
+class Level(str, enum.Enum):
+    """What a row of the curve table measures."""
+
+    PARADIGM = "paradigm"  # a minimal-pair task's accuracy (chance 0.5): a BLiMP paradigm or a user task
+    PHENOMENON = "phenomenon"  # the mean over a phenomenon's paradigms; task = phenomenon_key(name)
+    METRIC = "metric"  # anything else lm-eval reports (lambada's acc, perplexities, ...)
+
+    def __str__(self) -> str:
+        return self.value
+
+
+PHENOMENON_PREFIX = "phenomenon:"
+
+
+def phenomenon_key(phenomenon: str) -> str:
+    """The `task` value of a phenomenon's row: "phenomenon:<name>", so it never collides with a task name."""
+    return PHENOMENON_PREFIX + phenomenon
+
+
+def display_name(task: str) -> str:
+    """A row's task for people: a phenomenon's name without its prefix."""
+    return task.removeprefix(PHENOMENON_PREFIX)
 
 
 # Per-item results of one unit: units/<model>/step<N>.items.parquet.
@@ -87,14 +235,15 @@ class EvalSettings:
 # lm-eval computed for each sentence; correct = logp_good > logp_bad as lm-eval's acc scored it.
 ITEM_COLUMNS = ("model", "step", "task", "item", "logp_good", "logp_bad", "correct")
 
-# The tidy learning-curve table: curves.parquet / curves.csv, one row per (model, step, task).
+# The tidy learning-curve table: curves.parquet / curves.csv, one row per (model, step, level, task).
 #   model, size, params, deduped: from ModelInfo; step, tokens: the checkpoint;
-#   level: "paradigm" for a task's own row, "phenomenon" for the mean over a phenomenon's paradigms
-#     (then task = the phenomenon name prefixed by "phenomenon:");
-#   task: lm-eval task name; phenomenon: BLiMP linguistics_term or a user task's phenomenon ("" if none);
-#   acc, acc_stderr, n: accuracy, its standard error and the number of items;
+#   level: a Level value (then task is the task's name, phenomenon_key(name), or "<task>/<metric>");
+#   phenomenon: BLiMP linguistics_term or a user task's phenomenon ("" for metrics);
+#   acc, acc_stderr, n: accuracy (or the metric's value), its standard error and the number of items;
 #   ci_low, ci_high, ci_method: 95% interval and how it was computed ("bootstrap-items" or "stderr").
 CURVE_COLUMNS = (
     "model", "size", "params", "deduped", "step", "tokens", "level", "task", "phenomenon",
     "acc", "acc_stderr", "ci_low", "ci_high", "ci_method", "n",
 )
+CURVE_KEY = ("model", "step", "level", "task")  # one row per key
+CURVE_DTYPES = {"params": "Int64", "tokens": "Int64", "step": "int64", "n": "Int64", "deduped": "bool"}

@@ -1,4 +1,5 @@
-"""Suites: where checkpoints come from (the Pythia hub suite, any hub repo with step branches, a local folder).
+"""Suites: where checkpoints come from. One class per family: the Pythia hub suite, any hub repo with step branches,
+a local folder of checkpoints.
 
 `resolve_checkpoints(suite, models, steps)` turns a command line into the list of Checkpoints a sweep evaluates.
 """
@@ -6,12 +7,11 @@
 from __future__ import annotations
 
 import difflib
-import functools
 import json
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
+from trajectories import hub
 from trajectories.errors import UserError
 from trajectories.schema import Checkpoint, ModelInfo
 
@@ -73,45 +73,6 @@ def canonical_pythia_name(name: str) -> str:
     return PYTHIA_OLD_NAMES.get(size, size) + sep + rest
 
 
-# ---------------------------------------------------------------------------------------------------- hub repos
-@dataclass(frozen=True)
-class BranchStep:
-    """A hub branch that names a training step."""
-
-    name: str
-    step: int
-    stage: int = 1
-    tokens: int | None = None
-
-
-_BRANCH = re.compile(
-    r"^(?:stage(?P<stage>\d+)-)?step(?P<step>\d+)(?:-tokens(?P<tokens>\d+(?:\.\d+)?)(?P<unit>[BMK])?)?$"
-)
-_TOKEN_UNITS = {"B": 10**9, "M": 10**6, "K": 10**3, None: 1}
-
-
-def parse_branches(names: list[str]) -> list[BranchStep]:
-    """Branches of a hub repo that name training steps, ordered by (stage, step); other branches are ignored.
-
-    Understands Pythia's `step1000`, OLMo's `step1000-tokens4B` and OLMo 2's `stage1-step1000-tokens5B`.
-    """
-    parsed = []
-    for name in names:
-        match = _BRANCH.match(name)
-        if not match:
-            continue
-        tokens = match["tokens"] and round(float(match["tokens"]) * _TOKEN_UNITS[match["unit"]])
-        parsed.append(BranchStep(name, int(match["step"]), int(match["stage"] or 1), tokens))
-    return sorted(parsed, key=lambda b: (b.stage, b.step))
-
-
-@functools.cache
-def _hub_branches(repo: str) -> list[str]:
-    from huggingface_hub import list_repo_refs
-
-    return [branch.name for branch in list_repo_refs(repo).branches]
-
-
 # ---------------------------------------------------------------------------------------------------- steps
 LOG_STEPS = (0, *(2**i for i in range(10)), 1000)
 STEPS_HELP = "all | log | final | every:K | A:B:K | comma list, e.g. 0,512,143000"
@@ -160,77 +121,103 @@ def _short(steps: list[int], head: int = 12) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------- suites
-@dataclass(frozen=True)
 class Suite:
-    """A named set of models, each with the steps it has checkpoints for."""
+    """A named set of models, each with the steps it has checkpoints for. A family of suites is one subclass: it
+    says which steps a model has and where each checkpoint is."""
 
-    name: str
-    models: dict[str, ModelInfo]
-    description: str = ""
+    def __init__(self, name: str, models: dict[str, ModelInfo], description: str = ""):
+        self.name, self.models, self.description = name, models, description
 
     def steps(self, model: ModelInfo) -> list[int]:
-        if self.name == "pythia":
-            return list(PYTHIA_STEPS)
-        if model.path:
-            return sorted(int(p.name[4:]) for p in Path(model.path).glob("step*") if p.name[4:].isdigit())
-        return [b.step for b in self._branches(model)]
-
-    def _branches(self, model: ModelInfo) -> list[BranchStep]:
-        branches = parse_branches(_hub_branches(model.repo))
-        first_stage = [b for b in branches if b.stage == branches[0].stage] if branches else []
-        return first_stage
+        raise NotImplementedError
 
     def checkpoint(self, model: ModelInfo, step: int) -> Checkpoint:
-        tokens = step * model.tokens_per_step if model.tokens_per_step else None
-        if model.path:
-            return Checkpoint(self.name, model, step, tokens, path=str(Path(model.path) / f"step{step}"))
-        if self.name == "pythia":
-            return Checkpoint(self.name, model, step, tokens, revision=f"step{step}")
-        branch = next(b for b in self._branches(model) if b.step == step)
-        return Checkpoint(self.name, model, step, branch.tokens or tokens, revision=branch.name)
+        raise NotImplementedError
+
+    def canonical_name(self, name: str) -> str:
+        """The model name `name` stands for (a family with aliases maps them here)."""
+        return name
 
     def model(self, name: str) -> ModelInfo:
-        key = canonical_pythia_name(name) if self.name == "pythia" else name
+        key = self.canonical_name(name)
         if key in self.models:
             return self.models[key]
         close = difflib.get_close_matches(key, list(self.models), n=5)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise SuiteError(f"suite {self.name!r} has no model {name!r}{hint} Models: {', '.join(self.models)}")
 
+    @staticmethod
+    def tokens(model: ModelInfo, step: int) -> int | None:
+        return step * model.tokens_per_step if model.tokens_per_step else None
 
-def local_suite(folder: str | Path) -> Suite:
-    """`<dir>/<model>/step<N>/` HF model folders; optional `<dir>/suite.json` gives tokens per step and metadata."""
-    root = Path(folder).expanduser().resolve()
-    if not root.is_dir():
-        raise SuiteError(f"local suite folder {root} does not exist")
-    meta = {}
-    if (root / "suite.json").exists():
-        try:
-            meta = json.loads((root / "suite.json").read_text())
-        except json.JSONDecodeError as err:
-            raise SuiteError(f"{root / 'suite.json'}: not valid JSON ({err})") from err
-    tokens_per_step = meta.get("tokens_per_step")
-    models = {}
-    for model_dir in sorted(p for p in root.iterdir() if p.is_dir() and any(p.glob("step*"))):
-        info = meta.get("models", {}).get(model_dir.name, {})
+
+class PythiaSuite(Suite):
+    """EleutherAI's Pythia on the hub: a fixed schedule of 154 `step<N>` branches per model."""
+
+    def __init__(self):
+        super().__init__("pythia", _pythia_models(),
+                         "EleutherAI Pythia on the Hugging Face Hub (154 checkpoints per model)")
+
+    def steps(self, model: ModelInfo) -> list[int]:
+        return list(PYTHIA_STEPS)
+
+    def checkpoint(self, model: ModelInfo, step: int) -> Checkpoint:
+        return Checkpoint(self.name, model, step, self.tokens(model, step), revision=f"step{step}")
+
+    def canonical_name(self, name: str) -> str:
+        return canonical_pythia_name(name)
+
+
+class HubSuite(Suite):
+    """Any hub model repo whose branches name training steps (listing them needs the network)."""
+
+    def __init__(self, repo: str):
+        name = repo.rstrip("/").split("/")[-1]
+        super().__init__(f"hf:{repo}", {name: ModelInfo(name=name, size=name, repo=repo)})
+
+    def steps(self, model: ModelInfo) -> list[int]:
+        return [b.step for b in hub.step_branches(model.repo)]
+
+    def checkpoint(self, model: ModelInfo, step: int) -> Checkpoint:
+        branch = next(b for b in hub.step_branches(model.repo) if b.step == step)
+        return Checkpoint(self.name, model, step, branch.tokens or self.tokens(model, step), revision=branch.name)
+
+
+class LocalSuite(Suite):
+    """`<dir>/<model>/step<N>/` Hugging Face model folders; optional `<dir>/suite.json` gives tokens per step and
+    per-model metadata."""
+
+    def __init__(self, folder: str | Path):
+        root = Path(folder).expanduser().resolve()
+        if not root.is_dir():
+            raise SuiteError(f"local suite folder {root} does not exist")
+        meta = {}
+        if (root / "suite.json").exists():
+            try:
+                meta = json.loads((root / "suite.json").read_text())
+            except json.JSONDecodeError as err:
+                raise SuiteError(f"{root / 'suite.json'}: not valid JSON ({err})") from err
+        models = {}
         allowed = {f for f in ModelInfo.__dataclass_fields__ if f not in ("name", "path", "repo")}
-        fields = {k: v for k, v in info.items() if k in allowed}
-        fields.setdefault("size", model_dir.name.removesuffix("-deduped"))
-        fields.setdefault("deduped", model_dir.name.endswith("-deduped"))
-        fields.setdefault("tokens_per_step", tokens_per_step)
-        models[model_dir.name] = ModelInfo(name=model_dir.name, path=str(model_dir), **fields)
-    if not models:
-        raise SuiteError(f"local suite folder {root} holds no <model>/step<N>/ checkpoint folders")
-    return Suite(f"local:{folder}", models, meta.get("description", ""))
+        for model_dir in sorted(p for p in root.iterdir() if p.is_dir() and any(p.glob("step*"))):
+            info = meta.get("models", {}).get(model_dir.name, {})
+            fields = {k: v for k, v in info.items() if k in allowed}
+            fields.setdefault("size", model_dir.name.removesuffix("-deduped"))
+            fields.setdefault("deduped", model_dir.name.endswith("-deduped"))
+            fields.setdefault("tokens_per_step", meta.get("tokens_per_step"))
+            models[model_dir.name] = ModelInfo(name=model_dir.name, path=str(model_dir), **fields)
+        if not models:
+            raise SuiteError(f"local suite folder {root} holds no <model>/step<N>/ checkpoint folders")
+        super().__init__(f"local:{folder}", models, meta.get("description", ""))
+
+    def steps(self, model: ModelInfo) -> list[int]:
+        return sorted(int(p.name[4:]) for p in Path(model.path).glob("step*") if p.name[4:].isdigit())
+
+    def checkpoint(self, model: ModelInfo, step: int) -> Checkpoint:
+        return Checkpoint(self.name, model, step, self.tokens(model, step), path=str(Path(model.path) / f"step{step}"))
 
 
-def hub_suite(repo: str) -> Suite:
-    """Any hub model repo whose branches name training steps (needs the network)."""
-    name = repo.rstrip("/").split("/")[-1]
-    return Suite(f"hf:{repo}", {name: ModelInfo(name=name, size=name, repo=repo)})
-
-
-PYTHIA = Suite("pythia", _pythia_models(), "EleutherAI Pythia on the Hugging Face Hub (154 checkpoints per model)")
+PYTHIA = PythiaSuite()
 SUITE_KINDS = ("pythia", "hf:<org/repo>", "local:<dir>")
 
 
@@ -238,9 +225,9 @@ def get_suite(spec: str) -> Suite:
     if spec == "pythia":
         return PYTHIA
     if spec.startswith("local:"):
-        return local_suite(spec.removeprefix("local:"))
+        return LocalSuite(spec.removeprefix("local:"))
     if spec.startswith("hf:") and "/" in spec:
-        return hub_suite(spec.removeprefix("hf:"))
+        return HubSuite(spec.removeprefix("hf:"))
     raise SuiteError(f"unknown suite {spec!r}; valid suites: {', '.join(SUITE_KINDS)}")
 
 

@@ -1,7 +1,12 @@
-"""Tasks: what is measured. lm-eval task YAMLs (BLiMP's own, the project's `tasks/` folder) resolved by name.
+"""Tasks: what is measured. lm-eval task YAMLs resolved by name: BLiMP's own, the built-in minigrammar family
+shipped inside the package, the user's task folder, and anything else lm-eval defines.
 
-A task spec on the command line is a family (`blimp`, `minigrammar`, any group in tasks/), a family restricted to
-one phenomenon (`blimp:island_effects`), a single task (`blimp_adjunct_island`) or a bare BLiMP paradigm name.
+A task spec on the command line is a family (`blimp`, `minigrammar`, any group in a task folder), a family restricted
+to one phenomenon (`blimp:island_effects`), a single task (`blimp_adjunct_island`) or a bare BLiMP paradigm name.
+
+The user's tasks live in the first of: `--tasks-dir`, `$TRAJECTORIES_TASKS_DIR`, `./tasks` (the repo's `tasks/` in
+a checkout). `tasks add` writes there; every command reads it beside the built-in tasks (and `./tasks` too, when it
+exists and another folder was named).
 """
 
 from __future__ import annotations
@@ -11,84 +16,100 @@ import functools
 import json
 import os
 from copy import deepcopy
+from dataclasses import dataclass
 from pathlib import Path
 
 from trajectories.errors import UserError
 
-BLIMP_PARADIGMS: dict[str, str] = json.loads((Path(__file__).with_name("blimp_paradigms.json")).read_text())
+PACKAGE_DIR = Path(__file__).resolve().parent
+BUILTIN_TASKS_DIR = PACKAGE_DIR / "builtin_tasks"
+BLIMP_PARADIGMS: dict[str, str] = json.loads((PACKAGE_DIR / "blimp_paradigms.json").read_text())
 BLIMP_PHENOMENA = tuple(sorted(set(BLIMP_PARADIGMS.values())))
+BLIMP_PAIRS = 1000
 BLIMP_DIR_ENV = "TRAJECTORIES_BLIMP_DIR"
 TASKS_DIR_ENV = "TRAJECTORIES_TASKS_DIR"
+# lm-eval's other minimal-pair families (folders of its tasks); their data is on the hub.
+HUB_FAMILIES = ("blimp_nl", "lm_syneval", "multiblimp", "turblimp", "zhoblimp")
 
 
 class TaskError(UserError):
     """A task spec or task data the user gave is wrong; the message names valid choices or missing files."""
 
 
-def default_tasks_dir() -> Path:
-    return Path(os.environ.get(TASKS_DIR_ENV) or Path(__file__).resolve().parent.parent / "tasks")
+def user_tasks_dir(option: str | Path | None = None) -> Path:
+    """Where the user's tasks live, and where `tasks add` writes."""
+    return Path(option or os.environ.get(TASKS_DIR_ENV) or "tasks").expanduser().resolve()
 
 
-def _lm_eval_blimp_dir() -> Path:
-    import lm_eval
+def task_dirs(option: str | Path | None = None) -> tuple[Path, ...]:
+    """Every folder whose task YAMLs are read: the built-in tasks, the user's folder, and ./tasks."""
+    dirs = [BUILTIN_TASKS_DIR, user_tasks_dir(option), Path("tasks").resolve()]
+    return tuple(d for i, d in enumerate(dirs) if d.is_dir() and d not in dirs[:i])
 
-    return Path(lm_eval.__file__).parent / "tasks" / "blimp"
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """A row of `tasks list`."""
+
+    family: str  # what `--tasks` takes to run the whole family
+    task: str
+    phenomenon: str
+    pairs: int | None  # None: the data is on the hub, and is not downloaded just to count it
+    source: str
+    summarized: bool = False  # listed as one line per family unless the family is asked for
 
 
 class TaskCatalog:
     """The tasks the harness can run here, indexed from only the folders that matter (indexing all of lm-eval's
-    tasks takes seconds); names outside them fall back to lm-eval's full registry."""
+    tasks takes seconds); names outside them fall back to lm-eval's full index."""
 
-    def __init__(self, task_dirs: tuple[Path, ...] | None = None, blimp_dir: str | Path | None = None):
-        self.task_dirs = tuple(Path(d) for d in (task_dirs or (default_tasks_dir(),)) if Path(d).is_dir())
+    def __init__(self, tasks_dir: str | Path | None = None, blimp_dir: str | Path | None = None):
+        self.task_dirs = task_dirs(tasks_dir)
         blimp_dir = blimp_dir or os.environ.get(BLIMP_DIR_ENV)
         self.blimp_dir = Path(blimp_dir).expanduser().resolve() if blimp_dir else None
 
     @functools.cached_property
-    def manager(self):
-        from lm_eval.tasks import TaskManager
+    def index(self):
+        from trajectories import lmeval  # lm-eval loads in seconds: only commands that need tasks pay for it
 
-        return TaskManager(include_defaults=False, include_path=[_lm_eval_blimp_dir(), *self.task_dirs])
+        return lmeval.TaskIndex([lmeval.BLIMP_TASKS_DIR, *self.task_dirs])
 
     @functools.cached_property
-    def _full_manager(self):
-        from lm_eval.tasks import TaskManager
+    def full_index(self):
+        from trajectories import lmeval
 
-        return TaskManager(include_path=list(self.task_dirs) or None)
-
-    def local_task_names(self) -> list[str]:
-        """Tasks defined by YAMLs in the project's task folders."""
-        return [
-            name for name, entry in self.manager.task_index.items()
-            if entry.yaml_path and any(Path(entry.yaml_path).is_relative_to(d.resolve()) for d in self.task_dirs)
-        ]
+        return lmeval.TaskIndex(list(self.task_dirs), with_lm_eval_tasks=True)
 
     def _entry(self, name: str):
-        entry = self.manager.task_index.get(name)
-        if entry is None:
-            entry = self._full_manager.task_index.get(name)
-        return entry
+        return self.index.entries.get(name) or self.full_index.entries.get(name)
+
+    def local_task_names(self) -> list[str]:
+        """Tasks defined by YAMLs in our task folders (built-in and the user's)."""
+        return [name for name, entry in self.index.entries.items() if self.home_of(entry)]
+
+    def home_of(self, entry) -> Path | None:
+        """The task folder (of self.task_dirs) that defines `entry`, if any."""
+        path = entry.yaml_path and entry.yaml_path.resolve()
+        return next((d for d in self.task_dirs if path and path.is_relative_to(d)), None)
 
     def phenomenon(self, task: str) -> str:
         paradigm = task.removeprefix("blimp_")
         if task.startswith("blimp_") and paradigm in BLIMP_PARADIGMS:
             return BLIMP_PARADIGMS[paradigm]
-        # Tasks outside our folders carry no phenomenon, so lm-eval's full registry need not be indexed here.
-        entry = self.manager.task_index.get(task)
-        metadata = (entry.cfg or {}).get("metadata") if entry else None
+        # Tasks outside our folders carry no phenomenon, so lm-eval's full index need not be built here.
+        entry = self.index.entries.get(task)
+        metadata = entry.cfg.get("metadata") if entry else None
         return str(metadata.get("phenomenon", "")) if isinstance(metadata, dict) else ""
 
     def _members(self, name: str) -> list[str] | None:
-        """Leaf tasks of a group or tag, None if `name` is a single task, raising if unknown."""
-        from lm_eval.tasks._index import Kind
-
+        """Leaf tasks of a group or tag, None if `name` is unknown."""
         entry = self._entry(name)
         if entry is None:
             return None
-        if entry.kind == Kind.TAG:
-            manager = self.manager if name in self.manager.task_index else self._full_manager
-            return sorted(n for n, e in manager.task_index.items() if name in e.tags)
-        if entry.kind != Kind.GROUP:
+        if entry.kind == "tag":
+            index = self.index if name in self.index.entries else self.full_index
+            return sorted(n for n, e in index.entries.items() if name in e.tags)
+        if entry.kind != "group":
             return [name]
         leaves = []
         for child in entry.cfg.get("task", []):
@@ -109,7 +130,7 @@ class TaskCatalog:
             if members is None:
                 raise TaskError(self._unknown(family))
             if phenomenon:
-                by_phenomenon = {}
+                by_phenomenon: dict[str, list[str]] = {}
                 for member in members:
                     by_phenomenon.setdefault(self.phenomenon(member), []).append(member)
                 if phenomenon not in by_phenomenon:
@@ -122,7 +143,7 @@ class TaskCatalog:
         return names
 
     def _unknown(self, name: str) -> str:
-        known = list(self.manager.task_index) + list(BLIMP_PARADIGMS)
+        known = list(self.index.entries) + list(BLIMP_PARADIGMS)
         close = difflib.get_close_matches(name, known, n=5, cutoff=0.6)
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
         return f"unknown task {name!r}.{hint} (`trajectories tasks list` shows every task)"
@@ -141,16 +162,18 @@ class TaskCatalog:
             files = (cfg.get("dataset_kwargs") or {}).get("data_files")
             if isinstance(files, dict):
                 # Relative data paths in a task YAML mean "beside this YAML", wherever the sweep runs from.
-                here = Path(entry.yaml_path).parent
+                here = entry.yaml_path.parent
                 cfg["dataset_kwargs"]["data_files"] = {split: str(here / f) for split, f in files.items()}
         return cfg
 
+    def data_files(self, name: str) -> list[Path]:
+        """The local data files a task reads (none for hub data)."""
+        files = (self.config(name).get("dataset_kwargs") or {}).get("data_files") or {}
+        return [Path(f) for f in files.values()] if isinstance(files, dict) else []
+
     def check_data(self, names: list[str]) -> None:
         """Fail before any work starts if local data files are missing."""
-        missing = []
-        for name in names:
-            files = (self.config(name).get("dataset_kwargs") or {}).get("data_files") or {}
-            missing += [f for f in (files.values() if isinstance(files, dict) else []) if not Path(f).is_file()]
+        missing = [str(f) for name in names for f in self.data_files(name) if not f.is_file()]
         if missing:
             where = f" in --blimp-dir {self.blimp_dir}" if self.blimp_dir else ""
             raise TaskError(f"missing task data files{where}: " + ", ".join(missing))
@@ -158,4 +181,63 @@ class TaskCatalog:
     def load(self, names: list[str]) -> dict:
         """lm-eval's task dict for `names`: build it once and reuse it for every checkpoint."""
         self.check_data(names)
-        return self.manager.load([self.config(name) for name in names])
+        return self.index.load([self.config(name) for name in names])
+
+    def known_tasks(self) -> list[TaskInfo]:
+        """Every task the harness knows: BLiMP, the tasks in our task folders, and lm-eval's other minimal-pair
+        families."""
+        blimp_source = str(self.blimp_dir) if self.blimp_dir else "hub: nyu-mll/blimp"
+        infos = [
+            TaskInfo("blimp", f"blimp_{p}", ph, BLIMP_PAIRS, blimp_source)
+            for p, ph in sorted(BLIMP_PARADIGMS.items(), key=lambda item: (item[1], item[0]))
+        ]
+        for task in sorted(self.local_task_names()):
+            entry = self.index.entries[task]
+            if entry.kind != "task":
+                continue
+            files = self.data_files(task)
+            pairs = sum(_count_lines(f) for f in files) if files and all(f.is_file() for f in files) else None
+            folder = entry.yaml_path.resolve().parent
+            family = (folder.relative_to(self.home_of(entry)).parts or (task,))[0]  # the folder: the group
+            source = str((self.config(task).get("metadata") or {}).get("source") or folder)
+            infos.append(TaskInfo(family, task, self.phenomenon(task), pairs, source))
+        from trajectories import lmeval
+
+        families = lmeval.TaskIndex([lmeval.TASKS_DIR / f for f in HUB_FAMILIES]).entries
+        for folder in HUB_FAMILIES:
+            members = sorted((n, e) for n, e in families.items()
+                             if e.kind == "task" and e.yaml_path.parent == lmeval.TASKS_DIR / folder)
+            groups = [n for n, e in families.items()
+                      if e.kind == "group" and e.yaml_path.parent == lmeval.TASKS_DIR / folder]
+            shared_tags = frozenset.intersection(*(e.tags for _, e in members)) if members else frozenset()
+            family = (groups or sorted(shared_tags) or [folder])[0]
+            infos += [TaskInfo(family, task, self.phenomenon(task), None, f"hub: {entry.cfg.get('dataset_path')}",
+                               summarized=True) for task, entry in members]
+        return infos
+
+
+def _count_lines(path: Path) -> int:
+    with path.open("rb") as f:
+        return sum(1 for line in f if line.strip())
+
+
+def format_task_list(infos: list[TaskInfo], family: str | None = None) -> str:
+    """A table of tasks; hub families are one line each unless `family` names one."""
+    if family:
+        infos = [i for i in infos if i.family == family]
+        if not infos:
+            raise TaskError(f"no family {family!r}; `trajectories tasks list` shows them")
+    lines = [f"{'family':<16} {'phenomenon':<34} {'task':<56} {'pairs':>6}  source"]
+    by_family: dict[str, list[TaskInfo]] = {}
+    for info in infos:
+        by_family.setdefault(info.family, []).append(info)
+    for name, members in by_family.items():
+        if family or not members[0].summarized:
+            lines += [
+                f"{i.family:<16} {i.phenomenon or '-':<34} {i.task:<56} {i.pairs if i.pairs is not None else '?':>6}"
+                f"  {i.source}" for i in members
+            ]
+        else:
+            sources = ", ".join(sorted({i.source for i in members}))
+            lines.append(f"{name:<16} {'-':<34} {f'{len(members)} tasks (tasks list {name})':<56} {'?':>6}  {sources}")
+    return "\n".join(lines)

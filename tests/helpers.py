@@ -1,0 +1,191 @@
+"""What the tests share: a tiny suite builder, one independent log-prob reference scorer, the standard small sweep's
+arguments, and synthetic sweeps whose learning curves are known. Tests import from here, never from each other."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from trajectories.schema import ITEM_COLUMNS, Checkpoint, ModelInfo, TaskResult, UnitRecord, UnitResult
+
+BLIMP_DIR = Path(__file__).resolve().parents[2] / "shared" / "blimp"
+TEST_PARADIGMS = ("adjunct_island", "anaphor_number_agreement", "determiner_noun_agreement_1")
+TASKS = tuple(f"blimp_{p}" for p in TEST_PARADIGMS)
+LIMIT = 12
+
+
+# ---------------------------------------------------------------------------------------------------- tiny suites
+@dataclass(frozen=True)
+class Shape:
+    """A GPT-NeoX shape; vocab None: the tokenizer's own size."""
+
+    layers: int
+    hidden: int
+    heads: int = 2
+    vocab: int | None = None
+    ffn: int = 2  # intermediate size, in multiples of hidden
+
+
+TINY_MODELS = {"tiny": Shape(1, 16), "small": Shape(2, 32)}
+STEPS = (0, 1, 2)
+
+
+def blimp_sentences(paradigms=TEST_PARADIGMS) -> list[str]:
+    sentences = []
+    for paradigm in paradigms:
+        for line in (BLIMP_DIR / f"{paradigm}.jsonl").read_text().splitlines():
+            pair = json.loads(line)
+            sentences += [pair["sentence_good"], pair["sentence_bad"]]
+    return sentences
+
+
+def word_tokenizer(sentences: list[str]):
+    """A word-level tokenizer trained with `tokenizers` on `sentences`, in Hugging Face's format."""
+    from tokenizers import Tokenizer, pre_tokenizers, trainers
+    from tokenizers import models as tok_models
+    from transformers import PreTrainedTokenizerFast
+
+    word_level = Tokenizer(tok_models.WordLevel(unk_token="<unk>"))
+    word_level.pre_tokenizer = pre_tokenizers.Whitespace()
+    word_level.train_from_iterator(sentences, trainers.WordLevelTrainer(special_tokens=["<|endoftext|>", "<unk>"]))
+    return PreTrainedTokenizerFast(
+        tokenizer_object=word_level, unk_token="<unk>", eos_token="<|endoftext|>", bos_token="<|endoftext|>"
+    )
+
+
+def build_tiny_suite(root: Path, models: dict[str, Shape] = TINY_MODELS, steps=STEPS,
+                     sentences: list[str] | None = None, max_positions: int = 64) -> Path:
+    """Random-init GPT-NeoX checkpoints (one seed per model and step, so steps differ) saved as a `local:` suite,
+    `<root>/<model>/step<N>/`, with a word-level tokenizer trained on BLiMP sentences and a suite.json."""
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    tokenizer = word_tokenizer(sentences or blimp_sentences())
+    meta = {"tokens_per_step": 1024, "models": {}}
+    for i, (name, shape) in enumerate(models.items()):
+        config = GPTNeoXConfig(
+            vocab_size=shape.vocab or len(tokenizer), hidden_size=shape.hidden, num_hidden_layers=shape.layers,
+            num_attention_heads=shape.heads, intermediate_size=shape.ffn * shape.hidden,
+            max_position_embeddings=max_positions, bos_token_id=0, eos_token_id=0,
+        )
+        for step in steps:
+            torch.manual_seed(1000 * i + step)
+            model = GPTNeoXForCausalLM(config)
+            model.save_pretrained(root / name / f"step{step}")
+            tokenizer.save_pretrained(root / name / f"step{step}")
+        meta["models"][name] = {"size": name, "params": model.num_parameters(), "layers": shape.layers,
+                                "d_model": shape.hidden}
+    (root / "suite.json").write_text(json.dumps(meta))
+    return root
+
+
+# ---------------------------------------------------------------------------------------------------- reference
+def reference_logprobs(model, tokenizer, requests: list[tuple[str, str]], batch_size: int = 16,
+                       dtype: torch.dtype = torch.float64) -> list[float]:
+    """log P(continuation | context) for each (context, continuation) request, computed with transformers alone the
+    way lm-eval defines it: the context's tokens (the continuation's are what the whole string adds to them), or
+    the prefix token (EOS) alone when the context is empty. Batches are right-padded; log-softmax in `dtype`."""
+    sequences, starts = [], []
+    for context, continuation in requests:
+        if context:
+            whole = tokenizer(context + continuation, add_special_tokens=False).input_ids
+            start = len(tokenizer(context, add_special_tokens=False).input_ids)
+        else:
+            whole = [tokenizer.eos_token_id] + tokenizer(continuation, add_special_tokens=False).input_ids
+            start = 1
+        sequences.append(whole)
+        starts.append(start)
+    device = next(model.parameters()).device
+    scores = []
+    for i in range(0, len(sequences), batch_size):
+        batch = sequences[i:i + batch_size]
+        width = max(map(len, batch))
+        ids = torch.tensor([s + [0] * (width - len(s)) for s in batch], device=device)
+        with torch.no_grad():
+            logprobs = torch.log_softmax(model(ids).logits.to(dtype)[:, :-1], dim=-1)
+        token_logprobs = logprobs.gather(2, ids[:, 1:].unsqueeze(-1)).squeeze(-1).cpu()
+        scores += [float(row[start - 1:len(seq) - 1].sum())
+                   for row, seq, start in zip(token_logprobs, batch, starts[i:i + batch_size], strict=True)]
+    return scores
+
+
+def load_checkpoint(folder: Path):
+    from transformers import AutoTokenizer, GPTNeoXForCausalLM
+
+    return GPTNeoXForCausalLM.from_pretrained(folder).eval(), AutoTokenizer.from_pretrained(folder)
+
+
+# ---------------------------------------------------------------------------------------------------- sweeps
+def sweep_args(suite: Path, out: Path, *extra: str, blimp_dir: Path = BLIMP_DIR) -> list[str]:
+    """`trajectories sweep` of the test paradigms on a local suite, LIMIT pairs each."""
+    return ["sweep", "--suite", f"local:{suite}", "--tasks", ",".join(TEST_PARADIGMS), "--blimp-dir", str(blimp_dir),
+            "--limit", str(LIMIT), "--out", str(out), "--device", "cpu", "--batch-size", "8", *extra]
+
+
+def local_sweep(suite: Path, out: Path, **options):
+    """The same sweep through the Python API, in this process; its summary."""
+    import trajectories as tj
+
+    options = {"limit": LIMIT, "blimp_dir": BLIMP_DIR, "device": "cpu", "batch_size": 8, "progress": False} | options
+    return tj.sweep(f"local:{suite}", list(TEST_PARADIGMS), out=out, **options)
+
+
+# ---------------------------------------------------------------------------------------------------- synthetic
+SYNTHETIC_STEPS = (0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000, 2000, 4000, 8000, 16000, 32000, 64000, 143000)
+SYNTHETIC_MIDPOINTS = {"agreement": 64, "islands": 2000, "binding": 30000}
+SYNTHETIC_MODELS = {
+    "70m": ModelInfo("70m", "70m", 70_000_000, tokens_per_step=1000),
+    "70m-deduped": ModelInfo("70m-deduped", "70m", 70_000_000, deduped=True, tokens_per_step=1000),
+    "160m": ModelInfo("160m", "160m", 160_000_000, tokens_per_step=1000),
+}
+
+
+def true_acc(step, midpoint, final=0.85):
+    """A logistic in log step from chance to `final`, halfway at `midpoint` (final 0.5: never learned)."""
+    return 0.5 + (final - 0.5) / (1 + np.exp(-(np.log10(step + 1) - np.log10(midpoint + 1)) / 0.25))
+
+
+def unit_result(items: pd.DataFrame, phenomena: dict[str, str]) -> UnitResult:
+    tasks = {}
+    for task, rows in items.groupby("task"):
+        p, n = rows.correct.mean(), len(rows)
+        tasks[task] = TaskResult(p, float(np.sqrt(p * (1 - p) / (n - 1))), n, phenomena[task])
+    return UnitResult(tasks, items, {}, {})
+
+
+def synthetic_sweep(models=("70m", "160m"), midpoints=None, finals=None, n_items=200, steps=SYNTHETIC_STEPS,
+                    seed=0) -> list[tuple[Checkpoint, UnitResult]]:
+    """(Checkpoint, UnitResult) per (model, step): two paradigms per phenomenon, each item correct with the true
+    accuracy (binomial noise), log-probs random per step. midpoints/finals: {model: {phenomenon: value}}."""
+    rng = np.random.default_rng(seed)
+    units = []
+    for name in models:
+        model = SYNTHETIC_MODELS.get(name) or ModelInfo(name, name, tokens_per_step=1000)
+        mids = (midpoints or {}).get(name, SYNTHETIC_MIDPOINTS)
+        phenomena = {f"{phen}_{k}": phen for phen in mids for k in range(2)}
+        for step in steps:
+            frames = []
+            for task, phen in phenomena.items():
+                correct = rng.random(n_items) < true_acc(step, mids[phen], (finals or {}).get(name, {}).get(phen, 0.85))
+                bad = rng.normal(-30, 3, n_items)
+                good = bad + np.where(correct, 1, -1) * rng.exponential(1, n_items)
+                frames.append(pd.DataFrame({"model": name, "step": step, "task": task, "item": np.arange(n_items),
+                                            "logp_good": good, "logp_bad": bad, "correct": correct}))
+            ckpt = Checkpoint("synthetic", model, step, step * 1000, path=f"/nowhere/{name}/step{step}")
+            units.append((ckpt, unit_result(pd.concat(frames, ignore_index=True)[list(ITEM_COLUMNS)], phenomena)))
+    return units
+
+
+def synthetic_tables(units, n_boot=200) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The curve table (as `collect` builds it) and the item table of synthetic units."""
+    from trajectories.curves import curves_from_units, with_phenomena
+    from trajectories.schema import SweepSpec
+
+    spec = SweepSpec("synthetic", ())
+    records = [UnitRecord.of(c, r, spec, None) for c, r in units]
+    items = pd.concat([r.items for _, r in units], ignore_index=True)
+    return with_phenomena(curves_from_units(records), items, n_boot=n_boot), items

@@ -1,0 +1,7 @@
+"""`python -m trajectories` runs the `trajectories` command."""
+
+import sys
+
+from trajectories.cli import main
+
+sys.exit(main())

@@ -1,0 +1,162 @@
+"""The Python API, for notebooks and scripts; the `trajectories` command is a thin layer over these functions.
+
+    import trajectories as tj
+    summary = tj.sweep("local:runs/suite", "minigrammar", out="results/mini", limit=100)
+    curves = tj.load_curves("results/mini")          # the tidy curve table (pandas)
+    tj.plot("results/mini"); report = tj.analyze("results/mini")
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from trajectories.engine import SweepSummary
+from trajectories.schema import ITEM_COLUMNS, EvalSettings, SweepSpec
+from trajectories.store import Store
+
+
+def default_out(suite: str, tasks: str, limit: int | None = None) -> Path:
+    """results/<suite>_<tasks>[_limit<N>]: a folder name that says what the sweep measured."""
+    suite_name = re.sub(r"[^A-Za-z0-9.]+", "-", Path(suite.split(":", 1)[-1]).name).strip("-")
+    task_names = re.sub(r"[^A-Za-z0-9.]+", "-", tasks).strip("-")
+    return Path("results") / (f"{suite_name}_{task_names}" + (f"_limit{limit}" if limit else ""))
+
+
+def _device(device: str | None) -> str:
+    if device:
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _executor(executor: str, workers: int | None, slurm_options: dict, units_per_job: int):
+    from trajectories import executors, slurm
+
+    if executor == "processes":
+        import torch
+
+        return executors.ProcessesExecutor(workers or torch.cuda.device_count() or 1)
+    if executor == "slurm":
+        return executors.SlurmExecutor(slurm.ArrayOptions(**slurm_options), units_per_job)
+    return executors.LocalExecutor()
+
+
+def sweep(suite: str, tasks: str | list[str], steps: str = "all", out: str | Path | None = None,
+          models: list[str] | str | None = None, limit: int | None = None, device: str | None = None,
+          dtype: str = "auto", batch_size: int | str = "auto", blimp_dir: str | Path | None = None,
+          tasks_dir: str | Path | None = None, evict: str = "auto", force: bool = False,
+          trust_remote_code: bool = False, executor: str = "local", workers: int | None = None,
+          units_per_job: int = 16, slurm_options: dict | None = None, progress: bool = True) -> SweepSummary:
+    """Evaluate `tasks` on every checkpoint `suite`, `models` and `steps` name, into `out`; resumable: completed
+    units are skipped, so running the same call again finishes an interrupted sweep.
+
+    suite: "pythia", "hf:<org/repo>" or "local:<dir>"; tasks: "blimp", "blimp:<phenomenon>", a task or family name,
+    or several (a list or a comma-separated string); steps: "all", "log", "final", "every:K", "A:B:K" or "0,512".
+    executor: "local" (this process), "processes" (`workers` processes) or "slurm" (a job array; slurm_options:
+    partition, gpus_per_job, cpus_per_job, mem, time, array_parallelism)."""
+    from trajectories.engine import run_sweep
+    from trajectories.suites import get_suite, resolve_checkpoints
+    from trajectories.tasks import TaskCatalog
+
+    task_spec = tasks if isinstance(tasks, str) else ",".join(tasks)
+    model_names = [m.strip() for m in models.split(",") if m.strip()] if isinstance(models, str) else models
+    chosen_suite = get_suite(suite)
+    checkpoints = resolve_checkpoints(chosen_suite, model_names, steps)
+    catalog = TaskCatalog(tasks_dir, blimp_dir)
+    task_names = catalog.expand(task_spec)
+    catalog.check_data(task_names)
+    spec = SweepSpec(chosen_suite.name, tuple(task_names), limit, dtype, trust_remote_code)
+    slurm_options = slurm_options or {}
+    if executor == "slurm" and not device:  # the jobs' device, not this machine's
+        device = "cuda" if slurm_options.get("gpus_per_job") else "cpu"
+    settings = EvalSettings(_device(device), batch_size, str(catalog.blimp_dir) if catalog.blimp_dir else None, evict)
+    out = Path(out) if out else default_out(suite, task_spec, limit)
+    return run_sweep(spec, checkpoints, out, settings, force=force, suite_description=chosen_suite.description,
+                     progress=progress, executor=_executor(executor, workers, slurm_options, units_per_job))
+
+
+def collect(out: str | Path, imports: list[str] | str | None = None) -> pd.DataFrame:
+    """Rebuild OUT's curve table from its units (and lm-eval results files to import); return it."""
+    from trajectories.curves import collect as collect_curves
+
+    return collect_curves(out, imports=imports)
+
+
+def load_curves(out: str | Path) -> pd.DataFrame:
+    """OUT's tidy curve table (columns: schema.CURVE_COLUMNS), one row per (model, step, level, task)."""
+    return Store(out).curves()
+
+
+def load_items(out: str | Path, model: str | None = None) -> pd.DataFrame:
+    """Per-item results (columns: schema.ITEM_COLUMNS) of OUT's completed units, of every model or of one."""
+    items = Store(out).items(model)
+    return items if items is not None else pd.DataFrame(columns=list(ITEM_COLUMNS))
+
+
+def status(out: str | Path) -> str:
+    """Done, failed and pending units per model, failures, and who is evaluating what."""
+    from trajectories.status import status_lines
+
+    return "\n".join(status_lines(Store(out)))
+
+
+def plot(out: str | Path, x: str = "step", phenomenon: str | None = None, task: str | None = None) -> list[Path]:
+    """Learning-curve figures (PNG + SVG) under OUT/plots/; returns their paths."""
+    from trajectories.plots import plot_all
+
+    store = Store(out)
+    return plot_all(store.curves(), store.plots_dir, x=x, phenomenon=phenomenon, task=task)
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """What `analyze` computed and wrote."""
+
+    tables: dict[str, pd.DataFrame]  # by the name of their CSV under `folder`
+    folder: Path  # OUT/report
+    html: Path
+    markdown: Path
+    figures: list[Path]
+
+
+def analyze(out: str | Path, fraction: float = 0.5, n_boot: int | None = None, seed: int = 0) -> Analysis:
+    """Acquisition steps, orders and their agreement, standard vs deduped, one-dimensionality and suspicious
+    checkpoints, with figures: OUT/report/ (CSV tables, report.md, report.html)."""
+    from trajectories import analysis, plots, report
+    from trajectories.schema import Level
+    from trajectories.stats import N_BOOT
+
+    store = Store(out)
+    curves = store.curves()
+    tables = analysis.analyze(curves, store.items, fraction, n_boot or N_BOOT, seed)
+    for name, table in tables.items():
+        store.save_report_table(name, table)
+    figures = plots.plot_all(curves, store.plots_dir)
+    acq = tables["acquisition"]
+    if (acq.acquired & (acq.level == Level.PHENOMENON)).any():
+        figures = plots.acquisition_plot(acq, curves, store.plots_dir) + figures
+    requested = store.requested() if store.is_sweep() else []
+    item_models = sum(store.items(model) is not None for model in curves.model.unique())
+    title = f"Grammar acquisition report: {store.out.resolve().name}"
+    blocks = report.document(title, curves, tables, fraction, figures, item_models, requested, store.failures())
+    markdown = store.save_report_file("report.md", report.to_markdown(blocks, store.out))
+    html = store.save_report_file("report.html", report.to_html(blocks, title))
+    return Analysis(tables, store.report_dir, html, markdown, figures)
+
+
+def add_task(source: str | Path, name: str, phenomenon: str | None = None, phenomenon_field: str | None = None,
+             good: str | None = None, bad: str | None = None, prefix_field: str | None = None,
+             format: str | None = None, bad_first: bool = False, tasks_dir: str | Path | None = None,
+             force: bool = False) -> Path:
+    """Turn a file (or folder) of minimal pairs into lm-eval tasks in the user's task folder (tasks/NAME/); returns
+    the folder. Sweep them with tasks=NAME."""
+    from trajectories.authoring import Layout
+    from trajectories.authoring import add_task as write_task
+
+    layout = Layout(format, good, bad, prefix_field, phenomenon, phenomenon_field, bad_first)
+    return write_task(source, name, layout, tasks_dir, force)[0]

@@ -1,0 +1,248 @@
+"""Train `minipythia`, the demo suite: Pythia-architecture models of several sizes on the grammar's corpus.
+
+Every model sees identical data in identical order (one seed for initialisation and data order), and each size has a
+deduped twin trained for the same number of steps on the corpus with exact duplicate sentences removed. Checkpoints
+follow Pythia's schedule scaled to the run: step 0, the powers of two, then evenly spaced steps to the end.
+
+Documents are `<|endoftext|> sentence <|endoftext|> sentence ...` packed into fixed-length blocks: lm-eval scores a
+sentence after the tokenizer's bos token, so the models must have seen sentences start right after it.
+
+The output is a `local:` suite:
+
+    <suite_dir>/suite.json
+    <suite_dir>/<model>/step<N>/      config.json, model.safetensors, tokenizer files
+
+    python -m trajectories.demo.train --out runs/minipythia [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from tqdm import tqdm
+from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, PreTrainedTokenizerFast
+
+from trajectories.demo import grammar
+from trajectories.files import atomic_dir, remove_temp_files, write_json
+
+EOT, UNK = "<|endoftext|>", "<unk>"
+
+
+@dataclass(frozen=True)
+class ModelSize:
+    label: str  # shared by the standard and deduped model of this size
+    layers: int
+    d_model: int
+    heads: int
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    sizes: tuple[ModelSize, ...] = (ModelSize("s", 1, 32, 2), ModelSize("m", 2, 48, 4), ModelSize("l", 3, 64, 4))
+    steps: int = 768
+    batch_size: int = 32
+    block_size: int = 64
+    lr: float = 3e-3
+    warmup: int = 32
+    min_lr_ratio: float = 0.1  # cosine decay ends at this fraction of lr, as in Pythia
+    weight_decay: float = 0.01
+    checkpoint_every: int = 128  # evenly spaced checkpoints, on top of step 0 and the powers of two
+    seed: int = 1234  # model initialisation and data order, the same for every model
+    corpus_tokens: int = 1_000_000
+    deduped: bool = True  # also train a deduped twin of each size
+    workers: int = 2  # models trained at once, one process and one thread each
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.batch_size * self.block_size
+
+
+# The README demo: a 1-layer model that never gets past agreement attraction, and two deeper ones that do.
+DEFAULT = TrainConfig()
+# The same story in a fraction of the time, for a first look and for tests.
+QUICK = TrainConfig(sizes=(ModelSize("s", 1, 32, 2), ModelSize("m", 2, 48, 4), ModelSize("l", 2, 64, 4)),
+                    steps=256, warmup=16, checkpoint_every=64, corpus_tokens=300_000)
+# Seconds, not minutes: for examples and tests of the pipeline, not of learning.
+TINY = TrainConfig(sizes=(ModelSize("s", 1, 16, 2), ModelSize("m", 1, 32, 2)), steps=16, checkpoint_every=8,
+                   corpus_tokens=20_000)
+
+
+def checkpoint_steps(steps: int, every: int) -> list[int]:
+    """Pythia's schedule scaled down: 0, 1, 2, 4, ... below `steps`, every `every` steps, and the last step."""
+    powers = {2**k for k in range(steps.bit_length()) if 2**k <= steps}
+    return sorted({0, steps} | powers | set(range(every, steps + 1, every)))
+
+
+def model_name(size: ModelSize, deduped: bool) -> str:
+    return f"mini-{size.label}" + ("-deduped" if deduped else "")
+
+
+def build_tokenizer(block_size: int) -> PreTrainedTokenizerFast:
+    """A word-level tokenizer over the grammar's closed vocabulary; punctuation becomes its own token.
+
+    The Whitespace pre-tokenizer drops spaces, so " The man sleeps." (lm-eval's continuation) and "The man sleeps."
+    give the same tokens.
+    """
+    words = [EOT, UNK, ".", "?"] + grammar.vocabulary()
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token=UNK))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.decoder = decoders.WordPiece(cleanup=True)  # joins words with spaces and reattaches punctuation
+    tok.add_special_tokens([EOT, UNK])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=EOT, eos_token=EOT, pad_token=EOT, unk_token=UNK,
+                                   model_max_length=block_size)
+
+
+def pack(sentences: list[str], tokenizer: PreTrainedTokenizerFast, block_size: int) -> torch.Tensor:
+    """Token blocks of `<|endoftext|> sentence <|endoftext|> sentence ...`, cut at block_size (the tail dropped)."""
+    eot = tokenizer.eos_token_id
+    stream = [t for ids in tokenizer(sentences)["input_ids"] for t in (eot, *ids)]
+    n = len(stream) // block_size
+    return torch.tensor(stream[: n * block_size]).view(n, block_size)
+
+
+def batch_order(n_blocks: int, config: TrainConfig) -> torch.Tensor:
+    """Block indices for every step, (steps, batch_size): a fresh permutation per epoch from the data-order seed."""
+    g = torch.Generator().manual_seed(config.seed)
+    need = config.steps * config.batch_size
+    perms = [torch.randperm(n_blocks, generator=g) for _ in range(math.ceil(need / n_blocks))]
+    return torch.cat(perms)[:need].view(config.steps, config.batch_size)
+
+
+def lr_factor(step: int, config: TrainConfig) -> float:
+    """Linear warmup, then cosine decay to min_lr_ratio; `step` counts the updates already taken."""
+    if step < config.warmup:
+        return (step + 1) / config.warmup
+    progress = (step - config.warmup) / max(1, config.steps - config.warmup)
+    return config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def new_model(size: ModelSize, tokenizer: PreTrainedTokenizerFast, config: TrainConfig) -> GPTNeoXForCausalLM:
+    torch.manual_seed(config.seed)
+    neox = GPTNeoXConfig(
+        vocab_size=len(tokenizer), hidden_size=size.d_model, num_hidden_layers=size.layers,
+        num_attention_heads=size.heads, intermediate_size=4 * size.d_model, max_position_embeddings=config.block_size,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    return GPTNeoXForCausalLM(neox)
+
+
+def save_checkpoint(model: GPTNeoXForCausalLM, tokenizer: PreTrainedTokenizerFast, path: Path) -> None:
+    """All or nothing: an interrupted run never leaves a partial step. A folder left by an earlier, interrupted
+    training of this model is replaced (it is identical, by determinism)."""
+    with atomic_dir(path) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+
+
+def train_model(out_dir: Path, size: ModelSize, blocks: torch.Tensor, config: TrainConfig, position: int = 0) -> int:
+    """Train one model, saving checkpoints under out_dir/step<N>; returns its parameter count.
+
+    One thread per model: these models are too small for intra-op parallelism to pay, and a second thread competing
+    for a busy core slows training several times over. A fixed thread count also keeps results bit-identical.
+    """
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    remove_temp_files(out_dir, "step*")  # left by an interrupted run
+    tokenizer = build_tokenizer(config.block_size)
+    model = new_model(size, tokenizer, config)
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=(0.9, 0.95), weight_decay=config.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, config))
+    order = batch_order(len(blocks), config)
+    saves = set(checkpoint_steps(config.steps, config.checkpoint_every))
+    save_checkpoint(model, tokenizer, out_dir / "step0")
+    model.train()
+    bar = tqdm(range(1, config.steps + 1), desc=out_dir.name, position=position, leave=True, dynamic_ncols=True)
+    for step in bar:
+        batch = blocks[order[step - 1]]
+        loss = model(input_ids=batch, labels=batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        if step % 16 == 0 or step == config.steps:
+            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+        if step in saves:
+            model.eval()
+            save_checkpoint(model, tokenizer, out_dir / f"step{step}")
+            model.train()
+    return sum(p.numel() for p in model.parameters())
+
+
+def build_suite(suite_dir: Path, config: TrainConfig = DEFAULT, corpus_seed: int = 0) -> Path:
+    """Generate the corpus and tokenizer, train every model, and write suite.json; returns suite_dir.
+
+    Models already complete in suite_dir (final checkpoint present and listed in suite.json) are kept, so an
+    interrupted build resumes model by model. A suite_dir built from another config or corpus is refused.
+    """
+    suite_dir = Path(suite_dir)
+    suite_dir.mkdir(parents=True, exist_ok=True)
+    recipe = {"train_config": asdict(config), "corpus_seed": corpus_seed, "task_seed": grammar.TASK_SEED,
+              # A changed grammar means another corpus and other held-out sentences, so another suite.
+              "grammar_sha256": hashlib.sha256(Path(grammar.__file__).read_bytes()).hexdigest()}
+    meta_path = suite_dir / "suite.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    if meta and meta.get("recipe") != json.loads(json.dumps(recipe)):
+        raise ValueError(f"{suite_dir} holds a suite built with another recipe; use a fresh folder")
+    meta = {
+        "name": "minipythia",
+        "description": "GPT-NeoX models trained on a toy English grammar (trajectories.demo), with deduped twins",
+        "tokens_per_step": config.tokens_per_step,
+        "models": meta.get("models", {}),
+        "recipe": recipe,
+    }
+    # Largest first, so that the two slowest models train side by side rather than one of them alone at the end.
+    todo = [(size, deduped) for size in sorted(config.sizes, key=lambda s: -s.layers * s.d_model**2)
+            for deduped in ((False, True) if config.deduped else (False,))
+            if not (model_name(size, deduped) in meta["models"]
+                    and (suite_dir / model_name(size, deduped) / f"step{config.steps}").is_dir())]
+    if not todo:
+        return suite_dir
+    tokenizer = build_tokenizer(config.block_size)
+    # The paradigms' grammatical sentences never enter training, so evaluation measures generalisation.
+    corpus = grammar.generate_corpus(config.corpus_tokens, corpus_seed, exclude=grammar.paradigm_sentences())
+    blocks = {False: pack(corpus, tokenizer, config.block_size)}
+    if config.deduped:
+        blocks[True] = pack(list(dict.fromkeys(corpus)), tokenizer, config.block_size)
+    workers = min(config.workers, len(todo))
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        jobs = {pool.submit(train_model, suite_dir / model_name(size, deduped), size, blocks[deduped], config,
+                            i % workers): (size, deduped) for i, (size, deduped) in enumerate(todo)}
+        for job in as_completed(jobs):
+            size, deduped = jobs[job]
+            meta["models"][model_name(size, deduped)] = {
+                "size": size.label, "params": job.result(), "deduped": deduped, "layers": size.layers,
+                "d_model": size.d_model, "heads": size.heads, "d_head": size.d_model // size.heads,
+                "learning_rate": config.lr, "tokens_per_step": config.tokens_per_step,
+            }
+            order = [model_name(s, d) for s in config.sizes for d in (False, True)]
+            meta["models"] = dict(sorted(meta["models"].items(), key=lambda kv: order.index(kv[0])))
+            write_json(meta_path, meta)
+    return suite_dir
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m trajectories.demo.train", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", type=Path, required=True, help="suite folder to write (or resume)")
+    ap.add_argument("--quick", action="store_true", help="the small QUICK preset instead of DEFAULT")
+    ap.add_argument("--corpus-seed", type=int, default=0)
+    ap.add_argument("--steps", type=int, help="override the preset's number of steps")
+    args = ap.parse_args(argv)
+    config = QUICK if args.quick else DEFAULT
+    if args.steps:
+        config = replace(config, steps=args.steps)
+    print(build_suite(args.out, config, args.corpus_seed))
+
+
+if __name__ == "__main__":
+    main()

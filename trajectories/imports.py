@@ -1,0 +1,146 @@
+"""Import lm-eval results JSON files (0.3 and 0.4 layouts) from other runs as curve rows.
+
+Model and step come from the file's model_args (`pretrained=...,revision=step<N>`), else the step from its file or
+folder names (`...step<N>...`). A task's `acc` is a paradigm row when the task is a minimal-pair paradigm (it has a
+phenomenon), else a metric row; every other numeric metric becomes a metric row named "<task>/<metric>" (e.g.
+"lambada_openai/perplexity"), its value in `acc` and its stderr in `acc_stderr`.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from trajectories.errors import UserError
+from trajectories.schema import CURVE_COLUMNS, CURVE_DTYPES, CURVE_KEY, Level, ModelInfo
+from trajectories.stats import Z95
+from trajectories.tasks import TaskCatalog
+
+
+class ResultsImportError(UserError):
+    """An lm-eval results file cannot be imported; the message names the file and what is missing."""
+
+
+def _model_args(config: dict) -> dict:
+    args = config.get("model_args") or {}
+    if isinstance(args, str):
+        args = dict(kv.split("=", 1) for kv in args.split(",") if "=" in kv)
+    return args
+
+
+def _step_in(text: str) -> int | None:
+    found = re.findall(r"step[-_]?(\d+)", str(text))
+    return int(found[-1]) if found else None
+
+
+def _model_info(name: str, params: int | None) -> ModelInfo:
+    from trajectories.suites import PYTHIA, SuiteError
+
+    if re.search(r"(^|/)pythia-", name, re.I):
+        try:
+            return PYTHIA.model(name)
+        except SuiteError:
+            pass  # not one of the suite's models (e.g. a fine-tune): described from its name below
+    short = name.rstrip("/").split("/")[-1]
+    deduped = bool(re.search(r"dedup", short, re.I))
+    return ModelInfo(name=short, size=re.sub(r"[-_]dedup(ed)?$", "", short), params=params, deduped=deduped)
+
+
+def _read_results_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ResultsImportError(f"{path}: not a readable JSON file ({err})") from err
+    if not isinstance(data, dict) or not isinstance(data.get("results"), dict):
+        raise ResultsImportError(f"{path}: no 'results' dict; not an lm-eval results file")
+    return data
+
+
+def _checkpoint_of(path: Path, data: dict) -> tuple[ModelInfo, int]:
+    """The model (from pretrained=..., else lm-eval's model name) and step (revision=step<N>, else a step<N> in
+    the model path, the file name or its folders') a results file describes."""
+    config = data.get("config") or {}
+    args = _model_args(config)
+    source = str(args.get("pretrained") or data.get("model_name") or config.get("model") or "")
+    if _step_in(Path(source).name) is not None:  # a local checkpoint folder <model>/step<N>
+        source = str(Path(source).parent)
+    if not source or source in ("hf", "hf-causal", "hf-auto", "huggingface", "vllm"):
+        raise ResultsImportError(f"{path}: the file does not say which model it evaluated (no pretrained=...)")
+    candidates = (args.get("revision", ""), config.get("model_revision", ""), args.get("pretrained", ""), path.name,
+                  *(p.name for p in path.parents))
+    step = next((s for s in map(_step_in, candidates) if s is not None), None)
+    if step is None:
+        raise ResultsImportError(
+            f"{path}: cannot tell the training step: no revision=step<N> in its model_args and no step<N> in its "
+            "file or folder name; rename it to include step<N>"
+        )
+    return _model_info(source, config.get("model_num_parameters")), step
+
+
+def _metric_rows(data: dict) -> list[dict]:
+    """(task, value, stderr, n) per numeric metric: `acc` keeps the task's name, others become "<task>/<metric>"."""
+    n_samples = data.get("n-samples") or {}
+    rows = []
+    for task, metrics in data["results"].items():
+        n = (n_samples.get(task) or {}).get("effective") or metrics.get("sample_len")
+        for key, value in metrics.items():
+            metric, _, filt = key.partition(",")  # 0.4 names are "<metric>,<filter>"; 0.3 names are bare
+            numeric = isinstance(value, int | float) and not isinstance(value, bool)
+            if not numeric or metric.endswith("_stderr") or metric in ("sample_len", "sample_count"):
+                continue
+            stderr = metrics.get(f"{metric}_stderr" + (f",{filt}" if filt else ""))
+            label = metric if filt in ("", "none") else key
+            rows.append({
+                "level": Level.PARADIGM if label == "acc" else Level.METRIC,
+                "task": task if label == "acc" else f"{task}/{label}", "acc": float(value),
+                "acc_stderr": float(stderr) if isinstance(stderr, int | float) else np.nan, "n": n,
+            })
+    return rows
+
+
+def _import_one(path: Path) -> pd.DataFrame:
+    data = _read_results_json(path)
+    model, step = _checkpoint_of(path, data)
+    rows = _metric_rows(data)
+    if not rows:
+        raise ResultsImportError(f"{path}: its results hold no numeric metrics")
+    table = pd.DataFrame(rows).assign(
+        model=model.name, size=model.size, params=model.params, deduped=model.deduped, step=step,
+        tokens=step * model.tokens_per_step if model.tokens_per_step else None, ci_method="stderr",
+    )
+    table["ci_low"], table["ci_high"] = table.acc - Z95 * table.acc_stderr, table.acc + Z95 * table.acc_stderr
+    return table
+
+
+def import_lm_eval_json(paths: list[str | Path]) -> pd.DataFrame:
+    """Curve rows (paradigm and metric level) from lm-eval results JSON files, 0.3 or 0.4 layout.
+
+    Model and step come from the file's model_args (`pretrained=...,revision=step<N>`), else the step from its
+    file or folder names (`...step<N>...`); a file whose step cannot be found raises ResultsImportError."""
+    frames = [_import_one(Path(p)) for p in paths]
+    if not frames:
+        raise ResultsImportError("no lm-eval results files to import")
+    table = pd.concat(frames, ignore_index=True).drop_duplicates(list(CURVE_KEY), keep="last")
+    catalog = TaskCatalog()
+    tasks = table.task[table.level == Level.PARADIGM].unique()
+    table["phenomenon"] = table.task.map({t: catalog.phenomenon(t) for t in tasks}).fillna("")
+    # An accuracy is a paradigm's only when the task is a minimal-pair paradigm (it has a phenomenon).
+    table.loc[(table.level == Level.PARADIGM) & (table.phenomenon == ""), "level"] = Level.METRIC
+    table["level"] = table.level.astype(str)
+    return table[list(CURVE_COLUMNS)].reset_index(drop=True).astype(CURVE_DTYPES)
+
+
+def expand_imports(patterns: list[str | Path] | str) -> list[Path]:
+    """Files named by paths or glob patterns (`**` allowed); a pattern that matches nothing is an error."""
+    paths = []
+    for pattern in [patterns] if isinstance(patterns, str | Path) else patterns:
+        found = sorted(glob.glob(str(Path(pattern).expanduser()), recursive=True))
+        if not found:
+            raise ResultsImportError(f"--import {pattern}: no such files")
+        paths += [Path(p) for p in found if Path(p).is_file()]
+    return paths

@@ -1,0 +1,88 @@
+"""The one writer of task folders, used by `tasks add` and by the demo grammar: data-only lm-eval YAMLs sharing one
+`include:` template, like lm-eval's own BLiMP tasks.
+
+    <folder>/_template_yaml          what every task of the family shares (scoring, metric)
+    <folder>/<paradigm>.yaml         include: _template_yaml, the task's name, its data file and metadata
+    <folder>/<paradigm>.jsonl        one pair per line; `choices` = [good, bad] (and `prefix` for shared-prefix tasks)
+    <folder>/_<family>.yaml          the group of the family's tasks
+    <folder>/README.md               optional
+
+User text lives only in the jsonl files. The YAMLs name fields (`doc_to_choice: choices`, `doc_to_text: prefix`) and
+never hold templates over the text or code, so nothing in lm-eval renders, parses or evaluates a sentence. lm-eval
+scores `target_delimiter + choice` (" " + sentence, as in its own BLiMP tasks) after the prefix, or after the
+model's BOS/EOS token when there is none.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from trajectories.files import atomic_dir
+
+TEMPLATE = "_template_yaml"  # lm-eval's name for a shared include; not itself indexed as a task
+
+
+@dataclass(frozen=True)
+class TaskFile:
+    """One task of a family: a paradigm's pairs and what to record about them."""
+
+    task: str  # lm-eval task name
+    paradigm: str  # file stem of its YAML and jsonl
+    phenomenon: str
+    rows: list[dict]  # the jsonl rows; each has `choices` (good first) and, for shared-prefix scoring, `prefix`
+    source: str = ""  # where the pairs came from, kept in the task's metadata
+
+
+def _dump(header: str, config: dict) -> str:
+    return f"# {header}\n" + yaml.safe_dump(config, sort_keys=False, allow_unicode=True)
+
+
+def template(shared_prefix: bool) -> dict:
+    return {
+        "dataset_path": "json",
+        "dataset_name": None,
+        "output_type": "multiple_choice",
+        "validation_split": "train",
+        # Field names, not templates: lm-eval returns a field's value untouched.
+        "doc_to_text": "prefix" if shared_prefix else "",
+        "target_delimiter": " ",
+        "doc_to_target": 0,
+        "doc_to_choice": "choices",
+        "num_fewshot": 0,
+        "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}],
+        "metadata": {"version": 1.0},
+    }
+
+
+def task_config(task: TaskFile) -> dict:
+    metadata = {"version": 1.0, "phenomenon": task.phenomenon} | ({"source": task.source} if task.source else {})
+    return {
+        "include": TEMPLATE,
+        "task": task.task,
+        "dataset_kwargs": {"data_files": {"train": f"{task.paradigm}.jsonl"}},
+        "metadata": metadata,
+    }
+
+
+def write_family(folder: Path, family: str, tasks: list[TaskFile], shared_prefix: bool, header: str,
+                 readme: str | None = None) -> Path:
+    """Write (or replace, all or nothing) the task folder of one family; returns it."""
+    with atomic_dir(folder) as tmp:
+        (tmp / TEMPLATE).write_text(_dump(header, template(shared_prefix)), encoding="utf-8")
+        for task in tasks:
+            rows = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in task.rows)
+            (tmp / f"{task.paradigm}.jsonl").write_text(rows, encoding="utf-8")
+            (tmp / f"{task.paradigm}.yaml").write_text(_dump(header, task_config(task)), encoding="utf-8")
+        group = {
+            "group": family, "task": [t.task for t in tasks],
+            "aggregate_metric_list": [{"metric": "acc", "aggregation": "mean", "weight_by_size": False}],
+            "metadata": {"version": 1.0},
+        }
+        (tmp / f"_{family}.yaml").write_text(_dump(header, group), encoding="utf-8")
+        if readme is not None:
+            (tmp / "README.md").write_text(readme, encoding="utf-8")
+    return folder
