@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,8 @@ from pathlib import Path
 import pandas as pd
 
 from trajectories.engine import SweepSummary
-from trajectories.schema import ITEM_COLUMNS, EvalSettings, SweepSpec
+from trajectories.errors import UserError
+from trajectories.schema import DTYPES, EVICT_POLICIES, EXECUTORS, ITEM_COLUMNS, EvalSettings, SweepSpec
 from trajectories.store import Store
 
 
@@ -24,6 +26,49 @@ def default_out(suite: str, tasks: str, limit: int | None = None) -> Path:
     suite_name = re.sub(r"[^A-Za-z0-9.]+", "-", Path(suite.split(":", 1)[-1]).name).strip("-")
     task_names = re.sub(r"[^A-Za-z0-9.]+", "-", tasks).strip("-")
     return Path("results") / (f"{suite_name}_{task_names}" + (f"_limit{limit}" if limit else ""))
+
+
+class OptionError(UserError):
+    """An option's value is not one it takes; the message names the value and what is valid."""
+
+
+DEVICES = "cpu, cuda, cuda:<N>, mps"
+
+
+def _count(option: str, value, minimum: int = 1, also: str = "") -> None:
+    """`value` must be a whole number >= minimum (or None, or the word in `also`)."""
+    if value is None or (also and value == also):
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        valid = f"a whole number >= {minimum}" + (f", or {also}" if also else "")
+        raise OptionError(f"{option} {value!r}: expected {valid}")
+
+
+def _choice(option: str, value, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise OptionError(f"{option} {value!r}: expected one of {', '.join(choices)}")
+
+
+def check_device(device: str, here: bool = True) -> None:
+    """A device lm-eval's model can use; `here`: it must exist on this machine (not for Slurm jobs)."""
+    kind, colon, index = device.partition(":")
+    if kind not in ("cpu", "cuda", "mps") or (colon and (kind != "cuda" or not index.isdigit())):
+        raise OptionError(f"--device {device!r}: expected one of {DEVICES}")
+    if not here or kind == "cpu":
+        return
+    import torch
+
+    if kind == "mps":
+        if not torch.backends.mps.is_available():
+            raise OptionError(f"--device {device!r}: this machine has no MPS device; valid here: cpu")
+        return
+    found = torch.cuda.device_count()
+    if not found:
+        raise OptionError(f"--device {device!r}: this machine has no CUDA device (torch {torch.__version__} finds "
+                          "none); valid here: cpu")
+    if int(index or 0) >= found:
+        valid = ", ".join(["cpu", "cuda", *(f"cuda:{i}" for i in range(found))])
+        raise OptionError(f"--device {device!r}: this machine has {found} CUDA devices; valid here: {valid}")
 
 
 def _device(device: str | None) -> str:
@@ -58,23 +103,41 @@ def sweep(suite: str, tasks: str | list[str], steps: str = "all", out: str | Pat
     suite: "pythia", "hf:<org/repo>" or "local:<dir>"; tasks: "blimp", "blimp:<phenomenon>", a task or family name,
     or several (a list or a comma-separated string); steps: "all", "log", "final", "every:K", "A:B:K" or "0,512".
     executor: "local" (this process), "processes" (`workers` processes) or "slurm" (a job array; slurm_options:
-    partition, gpus_per_job, cpus_per_job, mem, time, array_parallelism)."""
+    partition, gpus_per_job, cpus_per_job, mem, time, array_parallelism).
+
+    Every option is checked before anything is written or loaded: a bad one raises a UserError naming the value
+    and what is valid."""
+    from trajectories import hub
     from trajectories.engine import run_sweep
-    from trajectories.suites import get_suite, resolve_checkpoints
+    from trajectories.suites import get_suite, model_names, resolve_checkpoints
     from trajectories.tasks import TaskCatalog
 
+    slurm_options = slurm_options or {}
+    _count("--limit", limit)
+    _count("--batch-size", batch_size, also="auto")
+    _choice("--dtype", dtype, DTYPES)
+    _choice("--evict", evict, EVICT_POLICIES)
+    _choice("--executor", executor, EXECUTORS)
+    _count("--workers", workers)
+    _count("--units-per-job", units_per_job)
+    _count("--gpus-per-job", slurm_options.get("gpus_per_job"), minimum=0)
+    _count("--cpus-per-job", slurm_options.get("cpus_per_job"))
+    _count("--array-parallelism", slurm_options.get("array_parallelism"))
+    if executor == "slurm" and not device:  # the jobs' device, not this machine's
+        device = "cuda" if slurm_options.get("gpus_per_job") else "cpu"
+    device = _device(device)
+    check_device(device, here=executor != "slurm")
     task_spec = tasks if isinstance(tasks, str) else ",".join(tasks)
-    model_names = [m.strip() for m in models.split(",") if m.strip()] if isinstance(models, str) else models
     chosen_suite = get_suite(suite)
-    checkpoints = resolve_checkpoints(chosen_suite, model_names, steps)
+    checkpoints = resolve_checkpoints(chosen_suite, model_names(models), steps)
+    hub.check_cached_when_offline(checkpoints)
     catalog = TaskCatalog(tasks_dir, blimp_dir)
     task_names = catalog.expand(task_spec)
     catalog.check_data(task_names)
-    spec = SweepSpec(chosen_suite.name, tuple(task_names), limit, dtype, trust_remote_code)
-    slurm_options = slurm_options or {}
-    if executor == "slurm" and not device:  # the jobs' device, not this machine's
-        device = "cuda" if slurm_options.get("gpus_per_job") else "cpu"
-    settings = EvalSettings(_device(device), batch_size, str(catalog.blimp_dir) if catalog.blimp_dir else None, evict)
+    chosen_models = list({c.model.name: c.model for c in checkpoints}.values())
+    spec = SweepSpec(chosen_suite.name, tuple(task_names), limit, dtype, trust_remote_code,
+                     chosen_suite.fingerprint(chosen_models))
+    settings = EvalSettings(device, batch_size, str(catalog.blimp_dir) if catalog.blimp_dir else None, evict)
     out = Path(out) if out else default_out(suite, task_spec, limit)
     return run_sweep(spec, checkpoints, out, settings, force=force, suite_description=chosen_suite.description,
                      progress=progress, executor=_executor(executor, workers, slurm_options, units_per_job))
@@ -133,7 +196,10 @@ def analyze(out: str | Path, fraction: float = 0.5, n_boot: int | None = None, s
 
     store = Store(out)
     curves = store.curves()
-    tables = analysis.analyze(curves, store.items, fraction, n_boot or N_BOOT, seed)
+    records = store.records() if store.is_sweep() else []
+    store.warn_damaged()
+    tables = analysis.analyze(curves, functools.partial(store.items, records=records), fraction, n_boot or N_BOOT,
+                              seed)
     for name, table in tables.items():
         store.save_report_table(name, table)
     figures = plots.plot_all(curves, store.plots_dir)
@@ -141,7 +207,7 @@ def analyze(out: str | Path, fraction: float = 0.5, n_boot: int | None = None, s
     if (acq.acquired & (acq.level == Level.PHENOMENON)).any():
         figures = plots.acquisition_plot(acq, curves, store.plots_dir) + figures
     requested = store.requested() if store.is_sweep() else []
-    item_models = sum(store.items(model) is not None for model in curves.model.unique())
+    item_models = len({r.model.name for r in records} & set(curves.model))
     title = f"Grammar acquisition report: {store.out.resolve().name}"
     blocks = report.document(title, curves, tables, fraction, figures, item_models, requested, store.failures())
     markdown = store.save_report_file("report.md", report.to_markdown(blocks, store.out))

@@ -11,8 +11,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import resource
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -25,11 +23,8 @@ import torch
 
 from trajectories import hub, lmeval
 from trajectories.schema import ITEM_COLUMNS, Checkpoint, EvalSettings, SweepSpec, TaskResult, UnitResult
+from trajectories.suites import config_shape, tokenizer_fingerprint
 from trajectories.tasks import TaskCatalog
-
-# config.json keys that differ between checkpoints of one model without changing its shape.
-VOLATILE_CONFIG_KEYS = {"_name_or_path", "transformers_version", "torch_dtype", "dtype", "_commit_hash"}
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt")
 
 
 class EvaluationError(RuntimeError):
@@ -57,17 +52,7 @@ class FetchedCheckpoint:
     @property
     def identity(self) -> tuple[str, str]:
         """Checkpoints with equal identity (architecture shape, tokenizer files) can be served by one SweepLM."""
-        config = json.loads((self.folder / "config.json").read_text())
-        shape = json.dumps({k: v for k, v in config.items() if k not in VOLATILE_CONFIG_KEYS}, sort_keys=True)
-        return shape, tokenizer_fingerprint(self.folder)
-
-
-def tokenizer_fingerprint(folder: Path) -> str:
-    digest = hashlib.sha256()
-    for name in TOKENIZER_FILES:
-        if (folder / name).exists():
-            digest.update(name.encode() + (folder / name).read_bytes())
-    return digest.hexdigest()
+        return config_shape(self.folder), tokenizer_fingerprint(self.folder)
 
 
 def fetch(ckpt: Checkpoint, dtype: str, trust_remote_code: bool) -> FetchedCheckpoint:

@@ -12,6 +12,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from trajectories.errors import UserError
+from trajectories.schema import Checkpoint
+
 EVICT_AUTO_BYTES = 2 * 2**30  # --evict auto: delete evaluated checkpoints bigger than this
 
 
@@ -46,11 +49,42 @@ def parse_branches(names: list[str]) -> list[BranchStep]:
     return sorted(parsed, key=lambda b: (b.stage, b.step))
 
 
+class HubError(UserError):
+    """The hub cannot give what a sweep needs (offline, unreachable, no such repo): said before any work starts."""
+
+
+def offline() -> bool:
+    from huggingface_hub import constants
+
+    return constants.HF_HUB_OFFLINE
+
+
 @functools.cache
 def branch_names(repo: str) -> list[str]:
+    import httpx
     from huggingface_hub import list_repo_refs
 
-    return [branch.name for branch in list_repo_refs(repo).branches]
+    try:
+        return [branch.name for branch in list_repo_refs(repo).branches]
+    except (OSError, httpx.HTTPError) as err:  # offline mode, no network, no such repo
+        why = "the hub is offline (HF_HUB_OFFLINE=1)" if offline() else f"{type(err).__name__}: {err}"
+        raise HubError(f"hf:{repo}: cannot list its branches: {why}; its steps are hub branches, so listing them "
+                       "needs the hub (or a mirror: HF_ENDPOINT)") from err
+
+
+def check_cached_when_offline(checkpoints: list[Checkpoint]) -> None:
+    """Offline (HF_HUB_OFFLINE=1), every hub checkpoint must be in the local cache: say which are not before any
+    work starts."""
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if not offline():
+        return
+    missing = [c for c in checkpoints if c.path is None and not isinstance(
+        try_to_load_from_cache(c.model.repo, "config.json", revision=c.revision), str)]
+    if missing:
+        raise HubError(f"the hub is offline (HF_HUB_OFFLINE=1) and {len(missing)} of {len(checkpoints)} checkpoints "
+                       f"are not in the local cache ({constants.HF_HUB_CACHE}), e.g. {missing[0].describe()}; run "
+                       "online, or choose cached models and steps")
 
 
 def step_branches(repo: str) -> list[BranchStep]:

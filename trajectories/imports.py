@@ -1,9 +1,10 @@
 """Import lm-eval results JSON files (0.3 and 0.4 layouts) from other runs as curve rows.
 
-Model and step come from the file's model_args (`pretrained=...,revision=step<N>`), else the step from its file or
-folder names (`...step<N>...`). A task's `acc` is a paradigm row when the task is a minimal-pair paradigm (it has a
-phenomenon), else a metric row; every other numeric metric becomes a metric row named "<task>/<metric>" (e.g.
-"lambada_openai/perplexity"), its value in `acc` and its stderr in `acc_stderr`.
+Model and step come from the file's model_args (`pretrained=...,revision=step<N>`), else the step from its file name
+(`...step<N>...`), never from folders above it; each file's line on stderr says which. Two files with results for
+the same model, step and task are refused. A task's `acc` is a paradigm row when the task is a minimal-pair paradigm
+(it has a phenomenon), else a metric row; every other numeric metric becomes a metric row named "<task>/<metric>"
+(e.g. "lambada_openai/perplexity"), its value in `acc` and its stderr in `acc_stderr`.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import glob
 import json
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -61,9 +63,10 @@ def _read_results_json(path: Path) -> dict:
     return data
 
 
-def _checkpoint_of(path: Path, data: dict) -> tuple[ModelInfo, int]:
-    """The model (from pretrained=..., else lm-eval's model name) and step (revision=step<N>, else a step<N> in
-    the model path, the file name or its folders') a results file describes."""
+def _checkpoint_of(path: Path, data: dict) -> tuple[ModelInfo, int, str]:
+    """The model (from pretrained=..., else lm-eval's model name), the step, and where the step came from: the
+    file's model_args (revision=step<N>, or a pretrained=<model>/step<N> folder), else the file's own name. Folders
+    above the file say nothing: results of a final model kept under `step7/` are not step 7."""
     config = data.get("config") or {}
     args = _model_args(config)
     source = str(args.get("pretrained") or data.get("model_name") or config.get("model") or "")
@@ -71,15 +74,16 @@ def _checkpoint_of(path: Path, data: dict) -> tuple[ModelInfo, int]:
         source = str(Path(source).parent)
     if not source or source in ("hf", "hf-causal", "hf-auto", "huggingface", "vllm"):
         raise ResultsImportError(f"{path}: the file does not say which model it evaluated (no pretrained=...)")
-    candidates = (args.get("revision", ""), config.get("model_revision", ""), args.get("pretrained", ""), path.name,
-                  *(p.name for p in path.parents))
-    step = next((s for s in map(_step_in, candidates) if s is not None), None)
+    candidates = (("model_args revision", args.get("revision", "")),
+                  ("config model_revision", config.get("model_revision", "")),
+                  ("model_args pretrained", Path(str(args.get("pretrained", ""))).name), ("the file name", path.name))
+    step, where = next(((s, where) for where, text in candidates if (s := _step_in(text)) is not None), (None, ""))
     if step is None:
         raise ResultsImportError(
             f"{path}: cannot tell the training step: no revision=step<N> in its model_args and no step<N> in its "
-            "file or folder name; rename it to include step<N>"
+            "file name; rename it to include step<N>"
         )
-    return _model_info(source, config.get("model_num_parameters")), step
+    return _model_info(source, config.get("model_num_parameters")), step, where
 
 
 def _metric_rows(data: dict) -> list[dict]:
@@ -105,13 +109,14 @@ def _metric_rows(data: dict) -> list[dict]:
 
 def _import_one(path: Path) -> pd.DataFrame:
     data = _read_results_json(path)
-    model, step = _checkpoint_of(path, data)
+    model, step, where = _checkpoint_of(path, data)
     rows = _metric_rows(data)
     if not rows:
         raise ResultsImportError(f"{path}: its results hold no numeric metrics")
+    print(f"import {path}: {model.name} step {step} (the step from {where})", file=sys.stderr)
     table = pd.DataFrame(rows).assign(
         model=model.name, size=model.size, params=model.params, deduped=model.deduped, step=step,
-        tokens=step * model.tokens_per_step if model.tokens_per_step else None, ci_method="stderr",
+        tokens=step * model.tokens_per_step if model.tokens_per_step else None, ci_method="stderr", file=str(path),
     )
     table["ci_low"], table["ci_high"] = table.acc - Z95 * table.acc_stderr, table.acc + Z95 * table.acc_stderr
     return table
@@ -121,11 +126,18 @@ def import_lm_eval_json(paths: list[str | Path]) -> pd.DataFrame:
     """Curve rows (paradigm and metric level) from lm-eval results JSON files, 0.3 or 0.4 layout.
 
     Model and step come from the file's model_args (`pretrained=...,revision=step<N>`), else the step from its
-    file or folder names (`...step<N>...`); a file whose step cannot be found raises ResultsImportError."""
-    frames = [_import_one(Path(p)) for p in paths]
+    file name (`...step<N>...`); a file whose step cannot be found raises ResultsImportError, and so do two files
+    with results for the same model, step and task (which one holds the truth is not ours to guess)."""
+    frames = [_import_one(Path(p)) for p in dict.fromkeys(Path(p).resolve() for p in paths)]
     if not frames:
         raise ResultsImportError("no lm-eval results files to import")
-    table = pd.concat(frames, ignore_index=True).drop_duplicates(list(CURVE_KEY), keep="last")
+    table = pd.concat(frames, ignore_index=True)
+    clash = table[table.duplicated(list(CURVE_KEY), keep=False)]
+    if len(clash):
+        row = clash.iloc[0]
+        files = sorted(set(clash[(clash.model == row.model) & (clash.step == row.step)].file))
+        raise ResultsImportError(f"{' and '.join(files)} both hold {row.model} step {row.step} ({row.task}); import "
+                                 "one of them")
     catalog = TaskCatalog()
     tasks = table.task[table.level == Level.PARADIGM].unique()
     table["phenomenon"] = table.task.map({t: catalog.phenomenon(t) for t in tasks}).fillna("")
