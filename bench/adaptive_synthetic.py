@@ -38,8 +38,8 @@ import time
 import numpy as np
 
 from trajectories.analysis import CHANCE, acquisition_steps
-from trajectories.curves import Z95
 from trajectories.planning import acquisition_interval, adaptive_sweep, coarse_to_fine, parse_budget
+from trajectories.stats import Z95
 from trajectories.suites import PYTHIA_STEPS
 
 STEPS = np.array(PYTHIA_STEPS)

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from trajectories.demo.train import checkpoint_steps
 from trajectories.errors import UserError
 from trajectories.planning import (
     Budget,
@@ -33,17 +34,11 @@ PYTHIA = list(PYTHIA_STEPS)
 EARLY = [s for s in PYTHIA if s <= 512]
 
 
-def demo_schedule(steps: int, every: int) -> list[int]:
-    """train.checkpoint_steps: powers of two, every `every` steps, and the last (copied: train imports torch)."""
-    return sorted({0, steps} | {2**k for k in range(steps.bit_length()) if 2**k <= steps}
-                  | set(range(every, steps + 1, every)))
-
-
 SCHEDULES = {
     "pythia": PYTHIA,
     "every-1000": list(range(0, 143_001, 1000)),
     "powers-of-two": [0, *(2**k for k in range(18))],
-    "demo": demo_schedule(2000, 100),
+    "demo": checkpoint_steps(2000, 100),
     "irregular": sorted({int(s) for s in np.random.default_rng(0).integers(0, 10**6, 80)}),
     "missing-checkpoints": [s for s in range(1000, 300_001, 1000) if s % 7000 not in (3000, 4000)],
 }

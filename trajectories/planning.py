@@ -27,8 +27,8 @@ import numpy as np
 import pandas as pd
 
 from trajectories.analysis import CHANCE, monotone_fit
-from trajectories.curves import Z95
 from trajectories.errors import UserError
+from trajectories.stats import Z95
 
 T = TypeVar("T")
 MIN_SE = 1e-3  # floor for standard errors: a curve at exactly 0 or 1 (stderr 0) must not divide by zero
