@@ -23,9 +23,9 @@ import time
 import numpy as np
 import pandas as pd
 
-from trajectories.analysis import Z95, acquisition_steps
-from trajectories.curves import Replicates, bootstrap_items
+from trajectories.analysis import acquisition_steps
 from trajectories.onsets import isotonic_onset, sigmoid_onset
+from trajectories.stats import Z95, Replicates, bootstrap_items
 from trajectories.suites import PYTHIA_STEPS
 
 BANDS = {"early (<1k)": (0, 1000), "middle (1k-30k)": (1000, 30000), "late (>30k)": (30000, np.inf)}

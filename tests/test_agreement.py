@@ -6,9 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tests.helpers import SYNTHETIC_STEPS, answers, logistic_acc
+from tests.helpers import planted_tables as tables
 from trajectories import agreement
 
-from .onset_synthetic import LOG_STEPS, answers, logistic_acc, tables
+LOG_STEPS = np.array(SYNTHETIC_STEPS)
 
 
 def test_cohen_kappa_known_table():

@@ -7,11 +7,12 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from tests.helpers import record
 from trajectories import alignment
 from trajectories.analysis import AnalysisError
 from trajectories.curves import curves_from_units
-
-from .onset_synthetic import PYTHIA_STEPS
+from trajectories.schema import ModelInfo, TaskResult
+from trajectories.suites import PYTHIA_STEPS
 
 # Units learned at different losses to different heights, so their order changes during training: early-low
 # units lead at first, late-high ones at the end. (midpoint loss, final accuracy)
@@ -36,10 +37,9 @@ def speed_suite(models: dict[str, tuple[float, np.ndarray, dict]]) -> tuple[pd.D
         loss = loss_curve(steps, speed)
         losses.append(pd.DataFrame({"model": name, "step": steps, "loss": loss}))
         for step, value in zip(steps, loss, strict=True):
-            tasks = {f"unit_{u}": {"acc": float(acc_at(value, curve)), "acc_stderr": 0.01, "n": 1000,
-                                   "phenomenon": f"unit_{u}"} for u, curve in units.items()}
-            records.append({"model": {"name": name, "size": name, "params": None, "deduped": False},
-                            "step": int(step), "tokens": None, "tasks": tasks})
+            tasks = {f"unit_{u}": TaskResult(float(acc_at(value, curve)), 0.01, 1000, f"unit_{u}")
+                     for u, curve in units.items()}
+            records.append(record(ModelInfo(name, name), int(step), tasks))
     return curves_from_units(records), pd.concat(losses, ignore_index=True)
 
 

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.helpers import SYNTHETIC_STEPS, logistic_acc
+from tests.helpers import planted_tables as tables
 from trajectories import fields
 from trajectories.schema import CURVE_COLUMNS
 
-from .onset_synthetic import LOG_STEPS, logistic_acc, tables
-
-BLIMP_DIRS = [Path(__file__).resolve().parents[n] / "shared" / "blimp" for n in (1, 2, 3)]
-BLIMP_DIR = next((d for d in BLIMP_DIRS if d.is_dir()), None)
+LOG_STEPS = np.array(SYNTHETIC_STEPS)
 
 
 def test_the_paper_grouping_has_12_phenomena_and_the_data_13():
@@ -42,9 +40,8 @@ def test_field_map_covers_every_paradigm_with_four_fields():
     assert {p for p, f in by_phenomenon.items() if len(f) > 1} == {"npi_licensing"}
 
 
-@pytest.mark.skipif(BLIMP_DIR is None, reason="BLiMP data (shared/blimp) not found")
-def test_committed_field_map_is_the_one_the_data_gives(tmp_path):
-    assert fields.derive_fields(BLIMP_DIR) == fields.BLIMP_FIELDS
+def test_committed_field_map_is_the_one_the_data_gives(tmp_path, blimp_dir):
+    assert fields.derive_fields(blimp_dir) == fields.BLIMP_FIELDS
     (tmp_path / "mixed.jsonl").write_text('{"field": "syntax"}\n{"field": "semantics"}\n')
     with pytest.raises(fields.GroupingError, match="one field"):
         fields.derive_fields(tmp_path)

@@ -6,11 +6,14 @@ import numpy as np
 import pytest
 from scipy.optimize import least_squares
 
+from tests.helpers import TOKENS_PER_STEP, answers, logistic_acc, replicates
+from tests.helpers import planted_tables as tables
 from trajectories import onsets
 from trajectories.analysis import AnalysisError
-from trajectories.curves import Replicates
+from trajectories.stats import Replicates
+from trajectories.suites import PYTHIA_STEPS as SCHEDULE
 
-from .onset_synthetic import PYTHIA_STEPS, TOKENS_PER_STEP, answers, logistic_acc, replicates, tables
+PYTHIA_STEPS = np.array(SCHEDULE)
 
 N = np.full(len(PYTHIA_STEPS), 1000.0)
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tests.helpers import SYNTHETIC_STEPS, answers, logistic_acc, quick_replicates, replicates
+from tests.helpers import planted_tables as tables
 from trajectories import stages
 from trajectories.analysis import AnalysisError
 
-from .onset_synthetic import LOG_STEPS, answers, logistic_acc, quick_replicates, replicates, tables
+LOG_STEPS = np.array(SYNTHETIC_STEPS)
 
 STEPS = np.arange(30)
 

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from trajectories.curves import N_BOOT, with_phenomena
+from trajectories.curves import with_phenomena
 from trajectories.errors import UserError
 from trajectories.schema import CURVE_COLUMNS
+from trajectories.stats import N_BOOT
 
 BLIMP_PHENOMENA: dict[str, str] = json.loads(Path(__file__).with_name("blimp_paradigms.json").read_text())
 BLIMP_FIELDS: dict[str, str] = json.loads(Path(__file__).with_name("blimp_fields.json").read_text())

@@ -37,7 +37,7 @@ from trajectories.analysis import (
     grammar_units,
     monotone_fit,
 )
-from trajectories.curves import N_BOOT, Z95, Replicates, model_replicates, task_replicates
+from trajectories.stats import N_BOOT, Z95, Replicates, model_replicates, task_replicates
 
 METHODS = ("sigmoid", "isotonic")
 CENSOR_SHARE = 0.5

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from trajectories.analysis import CHANCE, MODEL_COLUMNS, AnalysisError, check_items, grammar_units
-from trajectories.curves import N_BOOT, Replicates, model_replicates, task_replicates
+from trajectories.stats import N_BOOT, Replicates, model_replicates, task_replicates
 
 KINDS = ("below_chance", "drop")
 
