@@ -143,7 +143,8 @@ class UnitResult:
 
 @dataclass(frozen=True)
 class UnitRecord:
-    """A completed unit as stored in units/<model>/step<N>.json (written last: its presence marks the unit done).
+    """A completed unit as stored in units/<model>/step<N>.json (written last: the unit is done once it is there and
+    checks out against the folder, see Store.unit).
 
     The JSON layout is flat, provenance keys beside the others, as every results folder has it."""
 

@@ -2,6 +2,7 @@
 a local folder of checkpoints.
 
 `resolve_checkpoints(suite, models, steps)` turns a command line into the list of Checkpoints a sweep evaluates.
+A suite is identified by what it is (`suite_name`, `Suite.fingerprint`), not by how its --suite value was typed.
 """
 
 from __future__ import annotations
