@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -178,8 +179,13 @@ def test_damaged_tables_and_job_records_are_one_line(out, capsys):
     (out / "imported.parquet").unlink()
     (out / "jobs").mkdir()
     (out / "jobs" / "123.units.json").write_text("[1, 2")
+    unit_file(out, ".lock").write_bytes(b"\x00{garbage")
+    old = time.time() - UNWRITTEN_S - 1
+    os.utime(unit_file(out, ".lock"), (old, old))
     assert main(["status", str(out)]) == 0
-    assert f"damaged job record {out / 'jobs' / '123.units.json'}: not a job record" in capsys.readouterr().out
+    status = capsys.readouterr().out
+    assert f"damaged job record {out / 'jobs' / '123.units.json'}: not a job record" in status
+    assert re.search(r"tiny step 1: an empty or unreadable lock, \d+ s old, STALE", status)
 
 
 def test_an_empty_or_unreadable_lock_is_stale_after_a_short_grace(tmp_path):

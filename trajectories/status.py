@@ -42,8 +42,12 @@ def job_lines(store: Store, finished: set[tuple[str, int]]) -> list[str]:
     states = slurm.job_states(sorted(slurm_jobs)) or {}
     lines = ["in progress:"] if held else []
     for h in held:
-        who = f"job {h['job']} {states.get(h['job'], '')}".rstrip() if h.get("job") else "sweep"
         stale = ", STALE: its holder is gone, the next sweep takes the unit over" if h["stale"] else ""
+        if not h.get("token"):
+            lines.append(f"  {h['model']} step {h['step']}: an empty or unreadable lock, {h['heartbeat_age']:.0f} s "
+                         f"old{stale}")
+            continue
+        who = f"job {h['job']} {states.get(h['job'], '')}".rstrip() if h.get("job") else "sweep"
         lines.append(f"  {h['model']} step {h['step']}: {who} on {h.get('host')} pid {h.get('pid')}, "
                      f"heartbeat {h['heartbeat_age']:.0f} s ago{stale}")
         if h.get("log"):
