@@ -106,10 +106,12 @@ class Store:
         except FileNotFoundError:
             return None
 
-    def save_unit(self, ckpt: Checkpoint, result: UnitResult, spec: SweepSpec, by: dict | None = None) -> None:
-        """`by`: who evaluated it (sweep, job, host, pid, log), as `locks.owner` gives it."""
+    def save_unit(self, ckpt: Checkpoint, result: UnitResult, spec: SweepSpec, by: dict | None = None,
+                  same_weights_as: int | None = None) -> None:
+        """`by`: who evaluated it (sweep, job, host, pid, log), as `locks.owner` gives it; `same_weights_as`: the step
+        whose results these are, for a unit not evaluated because its weights are identical to that step's."""
         write_table(result.items, self._path(ckpt.key, ".items.parquet"))
-        write_json(self._path(ckpt.key, ".json"), UnitRecord.of(ckpt, result, spec, by).to_json())
+        write_json(self._path(ckpt.key, ".json"), UnitRecord.of(ckpt, result, spec, by, same_weights_as).to_json())
         self._path(ckpt.key, ".failed.json").unlink(missing_ok=True)
 
     def save_failure(self, ckpt: Checkpoint, reason: str, by: dict | None = None) -> None:
@@ -132,9 +134,12 @@ class Store:
             found.append(FailureRecord.from_json(json.loads(path.read_text()), at=path.stat().st_mtime))
         return found
 
+    def unit_items(self, key: Key) -> pd.DataFrame:
+        return pd.read_parquet(self._path(key, ".items.parquet"))
+
     def items(self, model: str | None = None) -> pd.DataFrame | None:
         """Per-item results of every completed unit (of one model), None when there are none."""
-        frames = [pd.read_parquet(self._path(r.key, ".items.parquet")) for r in self.records()
+        frames = [self.unit_items(r.key) for r in self.records()
                   if model is None or r.model.name == model]
         return pd.concat(frames, ignore_index=True) if frames else None
 
