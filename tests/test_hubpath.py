@@ -204,6 +204,19 @@ def test_sweep_from_the_hub_equals_the_local_sweep(hub, world, tmp_path, capsys)
     pd.testing.assert_frame_equal(pd.read_parquet(out / "curves.parquet"), before)
 
 
+def test_duplicates_evaluate_evaluates_each_and_gets_what_reuse_gives(world, tmp_path):
+    suite = tmp_path / "suite"
+    shutil.copytree(world["local"], suite)
+    each = local_sweep(suite, tmp_path / "each", steps="0,1", duplicates="evaluate")
+    reused = local_sweep(suite, tmp_path / "reused", steps="0,1")
+    assert (len(each.done), len(each.reused), len(reused.done), len(reused.reused)) == (2, 0, 1, 1)
+    evaluated, copied = Store(tmp_path / "each").items(), Store(tmp_path / "reused").items()
+    pd.testing.assert_frame_equal(evaluated, copied)
+    assert (evaluated[evaluated.step == 1].logp_good.to_numpy() == evaluated[evaluated.step == 0].logp_good.to_numpy()
+            ).all()
+    assert Store(tmp_path / "each").record(("tiny", 1)).same_weights_as is None
+
+
 def test_the_next_checkpoint_is_downloaded_while_one_is_evaluated(hub, tmp_path):
     from trajectories.evaluate import Evaluator
     from trajectories.schema import EvalSettings, SweepSpec

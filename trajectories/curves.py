@@ -62,7 +62,7 @@ def curves_from_units(records: list[UnitRecord]) -> pd.DataFrame:
 def with_phenomena(table: pd.DataFrame, items: pd.DataFrame | None = None, n_boot: int = N_BOOT,
                    seed: int = 0) -> pd.DataFrame:
     """Add phenomenon rows, and bootstrap CIs to paradigm rows that have items (items: ITEM_COLUMNS, any models)."""
-    table = table[table.level != Level.PHENOMENON]
+    table = table[table.level != Level.PHENOMENON].reindex(columns=ALL_COLUMNS)  # a table may lack optional columns
     paradigms = table[(table.level == Level.PARADIGM) & table.acc.notna()]
     items_by_model = dict(tuple(items.groupby("model"))) if items is not None and len(items) else {}
     boot, phenomena = [], []
