@@ -82,7 +82,6 @@ import json
 import os
 import re
 import threading
-import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -128,7 +127,6 @@ class Request(NamedTuple):
     status: int
     range: str | None
     query: str
-    at: float = 0.0  # time.time() when the response started: orders requests against files written meanwhile
 
 
 @dataclass
@@ -416,8 +414,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(status, json.dumps(obj).encode(), headers)
 
     def _send(self, status: int, body: bytes, headers: dict, length: int | None = None) -> None:
-        self.hub.requests.append(Request(self.command, self.logged_path, status, self.headers.get("Range"),
-                                         urlsplit(self.path).query, time.time()))
+        self.hub.requests.append(
+            Request(self.command, self.logged_path, status, self.headers.get("Range"), urlsplit(self.path).query))
         self.send_response(status)
         for name, value in headers.items():
             self.send_header(name, value)
