@@ -17,7 +17,16 @@ import pandas as pd
 
 from trajectories.engine import SweepSummary
 from trajectories.errors import UserError
-from trajectories.schema import DTYPES, EVICT_POLICIES, EXECUTORS, ITEM_COLUMNS, EvalSettings, SweepSpec
+from trajectories.integrity import Audit
+from trajectories.schema import (
+    DTYPES,
+    DUPLICATE_POLICIES,
+    EVICT_POLICIES,
+    EXECUTORS,
+    ITEM_COLUMNS,
+    EvalSettings,
+    SweepSpec,
+)
 from trajectories.store import Store
 
 
@@ -96,9 +105,13 @@ def sweep(suite: str, tasks: str | list[str], steps: str = "all", out: str | Pat
           dtype: str = "auto", batch_size: int | str = "auto", blimp_dir: str | Path | None = None,
           tasks_dir: str | Path | None = None, evict: str = "auto", force: bool = False,
           trust_remote_code: bool = False, executor: str = "local", workers: int | None = None,
-          units_per_job: int = 16, slurm_options: dict | None = None, progress: bool = True) -> SweepSummary:
+          units_per_job: int = 16, slurm_options: dict | None = None, duplicates: str = "reuse",
+          progress: bool = True) -> SweepSummary:
     """Evaluate `tasks` on every checkpoint `suite`, `models` and `steps` name, into `out`; resumable: completed
     units are skipped, so running the same call again finishes an interrupted sweep.
+
+    The checkpoints are audited first (see `audit`); of byte-identical checkpoints one is evaluated and the others
+    get its results (duplicates="reuse"), unless duplicates="evaluate".
 
     suite: "pythia", "hf:<org/repo>" or "local:<dir>"; tasks: "blimp", "blimp:<phenomenon>", a task or family name,
     or several (a list or a comma-separated string); steps: "all", "log", "final", "every:K", "A:B:K" or "0,512".
@@ -107,7 +120,6 @@ def sweep(suite: str, tasks: str | list[str], steps: str = "all", out: str | Pat
 
     Every option is checked before anything is written or loaded: a bad one raises a UserError naming the value
     and what is valid."""
-    from trajectories import hub
     from trajectories.engine import run_sweep
     from trajectories.suites import get_suite, model_names, resolve_checkpoints
     from trajectories.tasks import TaskCatalog
@@ -117,6 +129,7 @@ def sweep(suite: str, tasks: str | list[str], steps: str = "all", out: str | Pat
     _count("--batch-size", batch_size, also="auto")
     _choice("--dtype", dtype, DTYPES)
     _choice("--evict", evict, EVICT_POLICIES)
+    _choice("--duplicates", duplicates, DUPLICATE_POLICIES)
     _choice("--executor", executor, EXECUTORS)
     _count("--workers", workers)
     _count("--units-per-job", units_per_job)
@@ -130,7 +143,6 @@ def sweep(suite: str, tasks: str | list[str], steps: str = "all", out: str | Pat
     task_spec = tasks if isinstance(tasks, str) else ",".join(tasks)
     chosen_suite = get_suite(suite)
     checkpoints = resolve_checkpoints(chosen_suite, model_names(models), steps)
-    hub.check_cached_when_offline(checkpoints)
     catalog = TaskCatalog(tasks_dir, blimp_dir)
     task_names = catalog.expand(task_spec)
     catalog.check_data(task_names)
@@ -140,7 +152,19 @@ def sweep(suite: str, tasks: str | list[str], steps: str = "all", out: str | Pat
     settings = EvalSettings(device, batch_size, str(catalog.blimp_dir) if catalog.blimp_dir else None, evict)
     out = Path(out) if out else default_out(suite, task_spec, limit)
     return run_sweep(spec, checkpoints, out, settings, force=force, suite_description=chosen_suite.description,
-                     progress=progress, executor=_executor(executor, workers, slurm_options, units_per_job))
+                     progress=progress, executor=_executor(executor, workers, slurm_options, units_per_job),
+                     suite=chosen_suite, duplicates=duplicates)
+
+
+def audit(suite: str, models: list[str] | str | None = None, steps: str = "all", progress: bool = True) -> Audit:
+    """List what each checkpoint holds (weight files with sizes and sha256, from hub metadata or hashes of local files;
+    no weights downloaded) and flag what is out of line: identical steps, steps with no branch, weight files or
+    sizes unlike the model's other checkpoints, configs that differ in shape. `.table()`, `.to_json()`,
+    `.findings`."""
+    from trajectories.suites import audit_checkpoints, get_suite, model_names, resolve_checkpoints
+
+    chosen_suite = get_suite(suite)
+    return audit_checkpoints(chosen_suite, resolve_checkpoints(chosen_suite, model_names(models), steps), progress)
 
 
 def collect(out: str | Path, imports: list[str] | str | None = None) -> pd.DataFrame:

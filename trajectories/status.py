@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 
 from trajectories import locks, slurm
+from trajectories.integrity import reuse_lines
 from trajectories.schema import UnitState
 from trajectories.store import Store
 
@@ -23,6 +24,9 @@ def status_lines(store: Store) -> list[str]:
         n_done, n_failed, n_damaged = (sum(u in found for u in mine) for found in (done, failed, damaged))
         lines.append(f"{model:<24}{n_done:>6}{n_failed:>8}{n_damaged:>9}{len(mine) - n_done - n_failed - n_damaged:>9}")
     lines += [f"  failed {model} step {step}: {reason}" for (model, step), reason in sorted(failed.items())]
+    reused = {k: u.record.same_weights_as for k, u in units.items()
+              if u.state is UnitState.DONE and u.record.same_weights_as is not None}
+    lines += [f"  done {line} (results reused)" for line in reuse_lines(reused)]
     lines += [f"  damaged {model} step {step}: {why}" for (model, step), why in sorted(damaged.items())]
     if damaged:
         lines.append(f"  the next sweep with the same options moves damaged units' files to {store.damaged_dir} and "

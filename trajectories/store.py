@@ -223,10 +223,12 @@ class Store:
         """The unit's last failure record (with `at`, when it was written) if it failed, else None."""
         return self.unit(key).failure
 
-    def save_unit(self, ckpt: Checkpoint, result: UnitResult, spec: SweepSpec, by: dict | None = None) -> None:
-        """`by`: who evaluated it (sweep, job, host, pid, log), as `locks.owner` gives it."""
+    def save_unit(self, ckpt: Checkpoint, result: UnitResult, spec: SweepSpec, by: dict | None = None,
+                  same_weights_as: int | None = None) -> None:
+        """`by`: who evaluated it (sweep, job, host, pid, log), as `locks.owner` gives it; `same_weights_as`: the step
+        whose results these are, for a unit not evaluated because its weights are identical to that step's."""
         write_table(result.items, self._path(ckpt.key, ".items.parquet"))
-        write_json(self._path(ckpt.key, ".json"), UnitRecord.of(ckpt, result, spec, by).to_json())
+        write_json(self._path(ckpt.key, ".json"), UnitRecord.of(ckpt, result, spec, by, same_weights_as).to_json())
         self._path(ckpt.key, ".failed.json").unlink(missing_ok=True)
 
     def save_failure(self, ckpt: Checkpoint, reason: str, by: dict | None = None) -> None:
@@ -234,9 +236,14 @@ class Store:
 
     def set_aside(self, key: Key) -> list[Path]:
         """Move a damaged unit's files to OUT/damaged/<model>/ (never overwriting one set aside before), so the unit
-        can be evaluated again; call it holding the unit's lock. Returns where they went."""
-        files = [self._path(key, suffix) for suffix in (".json", ".items.parquet", ".failed.json")]
-        return [move_aside(f, self.damaged_dir / key[0]) for f in files if f.exists()]
+        can be stored again; call it holding the unit's lock. Returns where they went."""
+        moved = []
+        for suffix in (".json", ".items.parquet", ".failed.json"):
+            try:
+                moved.append(move_aside(self._path(key, suffix), self.damaged_dir / key[0]))
+            except FileNotFoundError:
+                pass
+        return moved
 
     def _unit_keys(self) -> list[Key]:
         keys = set()
@@ -267,6 +274,9 @@ class Store:
                           f"options moves their files to {self.damaged_dir} and evaluates them again",
                           SkippedWarning, stacklevel=2)
 
+    def unit_items(self, key: Key) -> pd.DataFrame:
+        return pd.read_parquet(self._path(key, ".items.parquet"))
+
     def items(self, model: str | None = None, records: list[UnitRecord] | None = None) -> pd.DataFrame | None:
         """Per-item results of every completed unit (of one model), None when there are none. `records`: the
         completed units' records, when the caller has them already."""
@@ -274,12 +284,12 @@ class Store:
         for record in self.records() if records is None else records:
             if model is not None and record.model.name != model:
                 continue
-            path = self._path(record.key, ".items.parquet")
             try:
-                frames.append(pd.read_parquet(path))
+                frames.append(self.unit_items(record.key))
             except _DAMAGE as err:  # its footer read, but a page inside is broken
-                warnings.warn(f"skipping the items of {record.model.name} step {record.step}: {path} is damaged "
-                              f"({_why(err)})", SkippedWarning, stacklevel=2)
+                warnings.warn(f"skipping the items of {record.model.name} step {record.step}: "
+                              f"{self._path(record.key, '.items.parquet')} is damaged ({_why(err)})", SkippedWarning,
+                              stacklevel=2)
         return pd.concat(frames, ignore_index=True) if frames else None
 
     # ---------------------------------------------------------------- locks
