@@ -50,7 +50,7 @@ class SweepSummary:
             f"{len(self.reused)} reused (identical weights) in {self.seconds:.1f} s"
         ]
         lines += [f"  damaged {ckpt.model.name} step {ckpt.step}: {reason}; its files were moved to "
-                  f"{store.damaged_dir / ckpt.model.name} and it was evaluated again" for ckpt, reason in self.damaged]
+                  f"{store.damaged_dir / ckpt.model.name} and the unit redone" for ckpt, reason in self.damaged]
         lines += [f"  FAILED {ckpt.model.name} step {ckpt.step}: {reason}" for ckpt, reason in self.failed]
         lines += [f"  {line}, results reused (not evaluated again; --duplicates evaluate evaluates them)"
                   for line in reuse_lines({c.key: source for c, source in self.reused.items()})]
