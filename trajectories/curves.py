@@ -6,9 +6,9 @@ items are resampled within each paradigm, and a phenomenon's replicate is the me
 (stats.py). Otherwise acc ± 1.96 × the reported standard error ("stderr"); a phenomenon's stderr combines its
 paradigms'.
 
-Imported results (`collect(out, imports=...)`) are parsed once and kept in OUT/imported.parquet, so a later collect
-(every sweep runs one) keeps them. A sweep's own row wins over an imported row for the same (model, step, task);
-among imports, the file read last wins.
+Imported results (`collect(out, imports=...)`) are parsed once and kept in OUT/imported.parquet (their items, from
+lm-eval's samples files, in OUT/imported.items.parquet), so a later collect (every sweep runs one) keeps them. A
+sweep's own row wins over an imported row for the same (model, step, task); among imports, the file read last wins.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from trajectories.schema import (
     phenomenon_key,
 )
 from trajectories.stats import N_BOOT, Z95, model_replicates
-from trajectories.store import Store, StoreError
+from trajectories.store import Store, StoreError, items_outside
 
 
 def task_row(record: UnitRecord, task: str, result: TaskResult) -> dict:
@@ -99,9 +99,12 @@ def collect(out: str | Path, imports: list[str | Path] | str | None = None, n_bo
     store = Store(out)
     if imports:
         new = import_lm_eval_json(expand_imports(imports))
-        old = store.imported()
-        both = pd.concat([old, new], ignore_index=True) if old is not None else new
+        old, old_items = store.imported(), store.imported_items()
+        both = pd.concat([old, new.curves], ignore_index=True) if old is not None else new.curves
         store.save_imported(both.drop_duplicates(list(CURVE_KEY), keep="last").astype(CURVE_DTYPES))
+        # A new file's row replaces an old one, with its items or with none.
+        kept = items_outside(old_items, new.curves) if old_items is not None else None
+        store.save_imported_items(pd.concat([kept, new.items], ignore_index=True) if kept is not None else new.items)
     imported = store.imported()
     if imported is None:
         store.spec()  # a clear error if OUT is neither a sweep folder nor holds imports

@@ -27,6 +27,7 @@ class SweepSummary:
     jobs: list[str] = field(default_factory=list)
     seconds: float = 0.0
     model_loads: int = 0
+    wandb_run: str | None = None  # the W&B run's URL (or folder, offline) when the curves were logged there
 
     @property
     def ok(self) -> bool:
@@ -45,6 +46,7 @@ class SweepSummary:
             lines.append(f"jobs:    {' '.join(self.jobs)} (logs in {Store(self.out).jobs_dir})")
         store = Store(self.out)
         lines += [f"results: {store.units}", f"curves:  {store.curves_path} (and .csv)"]
+        lines += [f"W&B:     {self.wandb_run}"] if self.wandb_run else []
         return "\n".join(lines)
 
 

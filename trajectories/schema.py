@@ -95,6 +95,7 @@ class EvalSettings:
     batch_size: int | str = "auto"
     blimp_dir: str | None = None
     evict: str = "auto"  # delete downloaded hub checkpoints once evaluated: one of EVICT_POLICIES
+    tasks_dir: str | None = None  # the user's task folder (tasks.user_tasks_dir), absolute: workers run elsewhere
 
 
 # ---------------------------------------------------------------------------------------------------- records

@@ -92,6 +92,15 @@ class TaskCatalog:
         path = entry.yaml_path and entry.yaml_path.resolve()
         return next((d for d in self.task_dirs if path and path.is_relative_to(d)), None)
 
+    def families(self) -> dict[str, Path]:
+        """The task folders of our families, by family name (the folder's name; built-in ones first)."""
+        found: dict[str, Path] = {}
+        for entry in sorted(self.index.entries.values(), key=lambda e: str(e.yaml_path)):
+            home = self.home_of(entry)
+            if home is not None and (parts := entry.yaml_path.resolve().relative_to(home).parts[:-1]):
+                found.setdefault(parts[0], home / parts[0])
+        return found
+
     def phenomenon(self, task: str) -> str:
         paradigm = task.removeprefix("blimp_")
         if task.startswith("blimp_") and paradigm in BLIMP_PARADIGMS:

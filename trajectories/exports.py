@@ -1,0 +1,125 @@
+"""Export a results folder in lm-eval 0.4's own layout, one folder per checkpoint, as
+`lm_eval --output_path DIR/<model>/step<N>/results.json --log_samples` would write it:
+
+    DIR/<model>/step<N>/results_<date>.json             results, configs, versions, n-shot, higher_is_better,
+                                                        n-samples, config (model_args "pretrained=...,revision=..."),
+                                                        and "trajectories": the checkpoint as the sweep knew it
+    DIR/<model>/step<N>/samples_<task>_<date>.jsonl     per item: doc_id, target, the choices' log-probs (resps,
+                                                        filtered_resps) and acc
+
+<date> is when the checkpoint was evaluated. A sample lists the target choice first and the best other choice
+second, the two log-probs a sweep keeps (for a minimal pair: the good and the bad sentence); whether a choice was
+the greedy continuation is not kept, so it is null. `collect --import 'DIR/**/results_*.json'` reads the export back
+into the same curves.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import re
+from pathlib import Path
+
+from trajectories import lmeval
+from trajectories.files import write_json, write_text
+from trajectories.schema import UnitRecord
+from trajectories.store import Store, StoreError
+from trajectories.tasks import BLIMP_PAIRS, TaskCatalog
+
+
+def _date_id(when: float) -> str:
+    return datetime.datetime.fromtimestamp(when).isoformat().replace(":", "-")  # lm-eval's, as in its file names
+
+
+def _task_config(catalog: TaskCatalog, task: str, phenomenon: str) -> dict:
+    """lm-eval's full config of a task known here; else what the record says. The phenomenon is always in its
+    metadata, where the importer reads it."""
+    config = lmeval.full_config(catalog.config(task)) if task in catalog.index.entries else {"task": task}
+    return config | {"metadata": (config.get("metadata") or {}) | {"phenomenon": phenomenon}}
+
+
+def _original_size(catalog: TaskCatalog, task: str, n: int, limit: int | None) -> int | None:
+    """How many documents the task has (n-samples "original"): n unless --limit cut it, else counted where the
+    data is local, else unknown (None)."""
+    if limit is None or n < limit:
+        return n
+    if task.startswith("blimp_"):
+        return BLIMP_PAIRS
+    files = catalog.data_files(task) if task in catalog.index.entries else []
+    if files and all(f.is_file() for f in files):
+        return sum(1 for f in files for line in f.open("rb") if line.strip())
+    return None
+
+
+def results_file(record: UnitRecord, catalog: TaskCatalog, when: float) -> dict:
+    """One checkpoint's results in lm-eval 0.4's layout."""
+    pretrained = record.path or record.model.repo or record.model.name
+    revision = record.revision or f"step{record.step}"
+    dtype = record.provenance.get("dtype") or record.spec.dtype
+    versions = record.provenance.get("versions") or {}
+    configs = {t: _task_config(catalog, t, r.phenomenon) for t, r in record.tasks.items()}
+    return {
+        "results": {t: r.lm_eval or {"alias": t, "acc,none": r.acc, "acc_stderr,none": r.acc_stderr}
+                    for t, r in record.tasks.items()},
+        "group_subtasks": {},
+        "configs": configs,
+        "versions": {t: c["metadata"].get("version") for t, c in configs.items()},
+        "n-shot": {t: c.get("num_fewshot") or 0 for t, c in configs.items()},
+        "higher_is_better": {t: {"acc": True} for t in record.tasks},
+        "n-samples": {t: {"original": _original_size(catalog, t, r.n, record.spec.limit), "effective": r.n}
+                      for t, r in record.tasks.items()},
+        "config": {
+            "model": "hf", "model_args": f"pretrained={pretrained},revision={revision},dtype={dtype}",
+            "model_num_parameters": record.model.params, "model_dtype": dtype, "model_revision": revision,
+            "model_sha": record.provenance.get("commit") or "", "batch_size": str(record.provenance.get("batch_size")),
+            "device": record.provenance.get("device"), "limit": record.spec.limit,
+        },
+        "date": when,
+        "transformers_version": versions.get("transformers"),
+        "lm_eval_version": versions.get("lm_eval"),
+        "model_source": "hf",
+        "model_name": pretrained,
+        "model_name_sanitized": re.sub(r"[\"<>:/|\\?*\[\]]+", "__", pretrained),  # lm-eval's sanitize_model_name
+        "total_evaluation_time_seconds": str(sum(record.seconds.values())),
+        "trajectories": {"suite": record.suite, "model": record.to_json()["model"], "step": record.step,
+                         "tokens": record.tokens, "revision": record.revision, "path": record.path,
+                         "trajectories_version": versions.get("trajectories")},
+    }
+
+
+def samples_lines(items) -> str:
+    """A task's items (schema.ITEM_COLUMNS rows) as lm-eval's samples jsonl."""
+    lines = []
+    for item in items.sort_values("item").itertuples():
+        good, bad = repr(float(item.logp_good)), repr(float(item.logp_bad))  # strings, as lm-eval writes them
+        lines.append(json.dumps({
+            "doc_id": int(item.item), "target": "0", "resps": [[[good, None]], [[bad, None]]],
+            "filtered_resps": [[good, None], [bad, None]], "filter": "none", "metrics": ["acc"],
+            "acc": float(item.correct),
+        }))
+    return "".join(line + "\n" for line in lines)
+
+
+def export_lm_eval(out: str | Path, dest: str | Path, tasks_dir: str | Path | None = None) -> list[Path]:
+    """Write every completed unit of OUT in lm-eval's layout under DEST; returns the results files. The task configs
+    come from the task folders (`tasks_dir`: the user's, as for the sweep)."""
+    store = Store(out)
+    records = store.records() if store.is_sweep() else []
+    if not records:
+        raise StoreError(f"{store.out} has no completed units to export")
+    catalog = TaskCatalog(tasks_dir)
+    written = []
+    for record in records:
+        when = (record.by or {}).get("since") or store.written_at(record.key)
+        folder = Path(dest) / record.model.name / f"step{record.step}"
+        date = _date_id(when)
+        path = folder / f"results_{date}.json"
+        write_json(path, results_file(record, catalog, when))
+        items = store.unit_items(record.key)
+        for task, rows in items.groupby("task"):
+            write_text(folder / f"samples_{task}_{date}.jsonl", samples_lines(rows))
+        for stale in [*folder.glob("results_*.json"), *folder.glob("samples_*.jsonl")]:
+            if not stale.name.endswith((f"_{date}.json", f"_{date}.jsonl")):
+                stale.unlink()  # an earlier export of a checkpoint evaluated again since
+        written.append(path)
+    return written
