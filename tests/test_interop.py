@@ -78,12 +78,15 @@ def test_stock_lm_eval_runs_exported_task_folders_from_anywhere(swept, tmp_path)
     curves = tj.load_curves(swept["out"])
     mine = curves[(curves.model == "tiny") & (curves.step == 2)].set_index(["step", "task"])
     paradigms = mine[mine.level == "paradigm"]
-    assert set(imported.index) >= set(paradigms.index)
+    # Not the group lm_eval reports too: phenomena are computed here, as for our sweep.
+    assert set(imported.index) == set(mine.index) and set(imported.level) == {"paradigm", "phenomenon"}
     row = imported.loc[paradigms.index]
     assert (row.model == "tiny").all() and (row.level == "paradigm").all()
     pd.testing.assert_series_equal(row.acc, paradigms.acc)
     pd.testing.assert_series_equal(row.phenomenon, paradigms.phenomenon)
     assert (row.n == LIMIT).all() and (row.ci_method == "bootstrap-items").all()
+    phenomena = mine[mine.level == "phenomenon"]  # (their CIs differ: replicates are drawn over a curve's steps)
+    pd.testing.assert_frame_equal(imported.loc[phenomena.index, ["acc", "n"]], phenomena[["acc", "n"]])
     their_items = tj.load_items(tmp_path / "imported").set_index(["task", "item"]).sort_index()
     my_items = tj.load_items(swept["out"], model="tiny").query("step == 2").set_index(["task", "item"]).sort_index()
     assert their_items.index.equals(my_items.index)

@@ -91,10 +91,13 @@ def _checkpoint_of(path: Path, data: dict) -> tuple[ModelInfo, int, int | None]:
 
 
 def _metric_rows(data: dict) -> list[dict]:
-    """(task, value, stderr, n) per numeric metric: `acc` keeps the task's name, others become "<task>/<metric>"."""
+    """(task, value, stderr, n) per numeric metric: `acc` keeps the task's name, others become "<task>/<metric>".
+    Groups (lm-eval 0.4 lists them among the results too) are left out: phenomenon rows are computed here."""
     n_samples = data.get("n-samples") or {}
     rows = []
     for task, metrics in data["results"].items():
+        if task in (data.get("groups") or {}):
+            continue
         n = (n_samples.get(task) or {}).get("effective") or metrics.get("sample_len")
         for key, value in metrics.items():
             metric, _, filt = key.partition(",")  # 0.4 names are "<metric>,<filter>"; 0.3 names are bare
