@@ -93,23 +93,29 @@ def acquisition(curves: pd.DataFrame, items: pd.DataFrame | None = None, fractio
     ci_high is inf when some replicates never rise above chance."""
     if not 0 < fraction <= 1:
         raise AnalysisError(f"fraction must be in (0, 1], not {fraction}")
-    units = grammar_units(curves)
-    if units.empty:
+    if grammar_units(curves).empty:
         raise AnalysisError("no minimal-pair results (paradigm or phenomenon rows with a phenomenon) to analyse")
+    rows = []
+    for keys, unit, rep in unit_replicates(curves, items, n_boot, seed):
+        tokens = dict(zip(unit.step, unit.tokens, strict=True))
+        rows.append(keys | _acquire(rep, unit, fraction, tokens, min_steps))
+    return pd.DataFrame(rows).sort_values(["model", "level", "acq_step", "task"], ignore_index=True)
+
+
+def unit_replicates(curves: pd.DataFrame, items: pd.DataFrame | None, n_boot: int = N_BOOT, seed: int = 0):
+    """Every grammar unit of the curve table with its bootstrap replicates, model by model: yields (keys, rows,
+    replicates), keys being the model's columns and the unit's level, task and phenomenon. Every analysis of a
+    unit's curve (acquisition, onsets, stages) resamples through here, so they agree on the replicates."""
     items = check_items(items)
     items_by_model = dict(tuple(items.groupby("model"))) if items is not None else {}
-    rows = []
-    for model, model_rows in units.groupby("model"):
+    for model, model_rows in grammar_units(curves).groupby("model"):
         paradigms = model_rows[model_rows.level == Level.PARADIGM]
         reps = model_replicates(paradigms, items_by_model.get(model), n_boot, seed)
         info = model_rows[MODEL_COLUMNS].iloc[0].to_dict()
-        tokens = dict(zip(model_rows.step, model_rows.tokens, strict=True))
         for (level, task), unit in model_rows.groupby(["level", "task"]):
             # A phenomenon whose paradigm rows are absent is resampled from its own stderr.
             rep = reps.get(task) or task_replicates(unit, None, n_boot, seed)
-            rows.append(info | {"level": level, "task": task, "phenomenon": unit.phenomenon.iloc[0]}
-                        | _acquire(rep, unit, fraction, tokens, min_steps))
-    return pd.DataFrame(rows).sort_values(["model", "level", "acq_step", "task"], ignore_index=True)
+            yield info | {"level": level, "task": task, "phenomenon": unit.phenomenon.iloc[0]}, unit, rep
 
 
 def _acquire(rep: Replicates, unit: pd.DataFrame, fraction: float, tokens: dict, min_steps: int) -> dict:
