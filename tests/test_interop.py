@@ -4,6 +4,7 @@ curves; a sweep's curves land in a W&B run (offline here), one history row per m
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -180,11 +181,21 @@ def test_results_export_errors(tmp_path, capsys):
 
 
 # ---------------------------------------------------------------------------------------------------- W&B
-def test_a_sweep_logs_its_curves_to_one_wandb_run(swept, tmp_path, monkeypatch):
-    pytest.importorskip("wandb", reason="W&B logging is the optional extra trajectories[wandb]")
-    monkeypatch.setenv("WANDB_MODE", "offline")
+@pytest.fixture
+def wandb_env(tmp_path, monkeypatch):
+    """A W&B that reads its settings from this test's environment: wandb keeps the first settings it saw in a
+    process until torn down."""
+    wandb = pytest.importorskip("wandb", reason="W&B logging is the optional extra trajectories[wandb]")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     monkeypatch.setenv("WANDB_SILENT", "true")
+    wandb.teardown()
+    yield monkeypatch
+    wandb.teardown()
+
+
+def test_a_sweep_logs_its_curves_to_one_wandb_run(swept, tmp_path, wandb_env):
+    monkeypatch = wandb_env
+    monkeypatch.setenv("WANDB_MODE", "offline")
     out = tmp_path / "sweep"  # a copy of the sweep: every unit is done, so the sweep only collects and logs
     shutil.copytree(swept["out"], out)
     assert main(_sweep_cli(swept, out, "--wandb", "trajectories-test")) == 0
@@ -218,3 +229,15 @@ def test_without_wandb_the_error_names_the_extra_before_any_work(swept, tmp_path
     assert "pip install 'trajectories[wandb]'" in capsys.readouterr().err
     assert main(_sweep_cli(swept, tmp_path / "new", "--wandb", "p")) == 2
     assert "trajectories[wandb]" in capsys.readouterr().err and not (tmp_path / "new").exists()
+
+
+def test_a_run_wandb_refuses_is_a_clear_error(swept, tmp_path, wandb_env, capsys):
+    monkeypatch = wandb_env
+    monkeypatch.setenv("WANDB_MODE", "online")
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc, no saved login
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setattr("sys.stdin", io.StringIO())  # nobody to ask for a key
+    assert main(["wandb", str(swept["out"]), "--project", "p"]) == 2
+    err = capsys.readouterr().err
+    assert "W&B did not start the run" in err and f"trajectories wandb {swept['out']}" in err
+    assert not (swept["out"] / "wandb.json").exists()

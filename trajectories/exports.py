@@ -24,7 +24,7 @@ from trajectories import lmeval
 from trajectories.files import write_json, write_text
 from trajectories.schema import UnitRecord
 from trajectories.store import Store, StoreError
-from trajectories.tasks import BLIMP_PAIRS, TaskCatalog
+from trajectories.tasks import BLIMP_PAIRS, BLIMP_PARADIGMS, TaskCatalog, count_lines
 
 
 def _date_id(when: float) -> str:
@@ -38,26 +38,24 @@ def _task_config(catalog: TaskCatalog, task: str, phenomenon: str) -> dict:
     return config | {"metadata": (config.get("metadata") or {}) | {"phenomenon": phenomenon}}
 
 
-def _original_size(catalog: TaskCatalog, task: str, n: int, limit: int | None) -> int | None:
-    """How many documents the task has (n-samples "original"): n unless --limit cut it, else counted where the
-    data is local, else unknown (None)."""
-    if limit is None or n < limit:
-        return n
-    if task.startswith("blimp_"):
+def _task_size(catalog: TaskCatalog, task: str) -> int | None:
+    """How many documents a task has where that is known without loading it: BLiMP's, or counted in local data."""
+    if task.startswith("blimp_") and task.removeprefix("blimp_") in BLIMP_PARADIGMS:
         return BLIMP_PAIRS
     files = catalog.data_files(task) if task in catalog.index.entries else []
-    if files and all(f.is_file() for f in files):
-        return sum(1 for f in files for line in f.open("rb") if line.strip())
-    return None
+    if not files or not all(f.is_file() for f in files):
+        return None
+    return sum(count_lines(f) for f in files)
 
 
-def results_file(record: UnitRecord, catalog: TaskCatalog, when: float) -> dict:
-    """One checkpoint's results in lm-eval 0.4's layout."""
+def results_file(record: UnitRecord, configs: dict[str, dict], sizes: dict[str, int | None], when: float) -> dict:
+    """One checkpoint's results in lm-eval 0.4's layout; configs and sizes (documents per task) by task."""
     pretrained = record.path or record.model.repo or record.model.name
     revision = record.revision or f"step{record.step}"
     dtype = record.provenance.get("dtype") or record.spec.dtype
     versions = record.provenance.get("versions") or {}
-    configs = {t: _task_config(catalog, t, r.phenomenon) for t, r in record.tasks.items()}
+    limit = record.spec.limit
+    configs = {t: configs[t] for t in record.tasks}
     return {
         "results": {t: r.lm_eval or {"alias": t, "acc,none": r.acc, "acc_stderr,none": r.acc_stderr}
                     for t, r in record.tasks.items()},
@@ -66,13 +64,14 @@ def results_file(record: UnitRecord, catalog: TaskCatalog, when: float) -> dict:
         "versions": {t: c["metadata"].get("version") for t, c in configs.items()},
         "n-shot": {t: c.get("num_fewshot") or 0 for t, c in configs.items()},
         "higher_is_better": {t: {"acc": True} for t in record.tasks},
-        "n-samples": {t: {"original": _original_size(catalog, t, r.n, record.spec.limit), "effective": r.n}
+        # "original": all the task's documents; n unless --limit cut them
+        "n-samples": {t: {"original": r.n if limit is None or r.n < limit else sizes[t], "effective": r.n}
                       for t, r in record.tasks.items()},
         "config": {
             "model": "hf", "model_args": f"pretrained={pretrained},revision={revision},dtype={dtype}",
             "model_num_parameters": record.model.params, "model_dtype": dtype, "model_revision": revision,
             "model_sha": record.provenance.get("commit") or "", "batch_size": str(record.provenance.get("batch_size")),
-            "device": record.provenance.get("device"), "limit": record.spec.limit,
+            "device": record.provenance.get("device"), "limit": limit,
         },
         "date": when,
         "transformers_version": versions.get("transformers"),
@@ -108,13 +107,16 @@ def export_lm_eval(out: str | Path, dest: str | Path, tasks_dir: str | Path | No
     if not records:
         raise StoreError(f"{store.out} has no completed units to export")
     catalog = TaskCatalog(tasks_dir)
+    phenomena = {t: r.phenomenon for record in records for t, r in record.tasks.items()}
+    configs = {t: _task_config(catalog, t, phenomenon) for t, phenomenon in phenomena.items()}
+    sizes = {t: _task_size(catalog, t) for t in phenomena}
     written = []
     for record in records:
         when = (record.by or {}).get("since") or store.written_at(record.key)
         folder = Path(dest) / record.model.name / f"step{record.step}"
         date = _date_id(when)
         path = folder / f"results_{date}.json"
-        write_json(path, results_file(record, catalog, when))
+        write_json(path, results_file(record, configs, sizes, when))
         items = store.unit_items(record.key)
         for task, rows in items.groupby("task"):
             write_text(folder / f"samples_{task}_{date}.jsonl", samples_lines(rows))

@@ -205,7 +205,7 @@ class TaskCatalog:
             if entry.kind != "task":
                 continue
             files = self.data_files(task)
-            pairs = sum(_count_lines(f) for f in files) if files and all(f.is_file() for f in files) else None
+            pairs = sum(count_lines(f) for f in files) if files and all(f.is_file() for f in files) else None
             folder = entry.yaml_path.resolve().parent
             family = (folder.relative_to(self.home_of(entry)).parts or (task,))[0]  # the folder: the group
             source = str((self.config(task).get("metadata") or {}).get("source") or folder)
@@ -225,7 +225,7 @@ class TaskCatalog:
         return infos
 
 
-def _count_lines(path: Path) -> int:
+def count_lines(path: Path) -> int:
     with path.open("rb") as f:
         return sum(1 for line in f if line.strip())
 

@@ -38,7 +38,7 @@ def require_wandb():
         raise WandbError(f"logging to Weights & Biases needs the wandb package: {EXTRA}") from err
 
 
-def history_rows(curves: pd.DataFrame, skip=frozenset()) -> dict[tuple[str, int], dict]:
+def history_rows(curves: pd.DataFrame, skip: frozenset | set = frozenset()) -> dict[tuple[str, int], dict]:
     """W&B history rows by (model, step), one per checkpoint of the curve table, in model then step order; `skip`:
     (model, step) keys already logged."""
     rows = {}
@@ -66,8 +66,12 @@ def to_wandb(out: str | Path, project: str | None = None, entity: str | None = N
     logged = {(m, s) for m, s in state["logged"]} if same_run else set()
     name = store.out.resolve().name
     config = {"spec": store.spec().as_dict()} if store.is_sweep() else {}
-    run = wandb.init(project=project, entity=entity, id=run_id, name=name, resume="allow", config=config,
-                     job_type="trajectories")
+    try:
+        run = wandb.init(project=project, entity=entity, id=run_id, name=name, resume="allow", config=config,
+                         job_type="trajectories")
+    except wandb.errors.Error as err:  # not logged in, no network, no such entity, ...
+        raise WandbError(f"W&B did not start the run ({type(err).__name__}: {err}); the results in {store.out} are "
+                         f"complete: `trajectories wandb {store.out}` tries again") from err
     try:
         run.define_metric("step")
         run.define_metric("tokens")
@@ -82,7 +86,7 @@ def to_wandb(out: str | Path, project: str | None = None, entity: str | None = N
                             ("figures", figures),
                             ("report", sorted(p for p in store.report_dir.glob("*") if p.is_file()))):
             if files:
-                artifact = wandb.Artifact(f"{tag}-{kind}", type=kind)
+                artifact = wandb.Artifact(f"{tag}-{run.id}-{kind}", type=kind)  # one sweep's, versioned per upload
                 for path in files:
                     artifact.add_file(str(path), name=str(Path(path).relative_to(store.out)))
                 run.log_artifact(artifact)
