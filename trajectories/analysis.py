@@ -8,6 +8,7 @@
 - `dedup_differences`: standard vs deduplicated-data models of the same size.
 - `one_dimensionality`: share of the variance of a model's (checkpoint x paradigm) accuracies on the first PC.
 - `suspicious_checkpoints`: checkpoints that look mislabelled or duplicated.
+- `reused_checkpoints`: checkpoints the sweep did not evaluate because their weights are another step's.
 - `analyze`: every table `trajectories analyze` reports, model by model.
 """
 
@@ -289,6 +290,16 @@ def _identical_checkpoints(items: pd.DataFrame, atol: float = 1e-5) -> pd.DataFr
     return pd.DataFrame(rows)
 
 
+def reused_checkpoints(curves: pd.DataFrame) -> pd.DataFrame:
+    """(model, step, same_weights_as) of each checkpoint whose results are another step's: the audit found their
+    weights byte-identical, so the sweep evaluated that step only."""
+    columns = ["model", "step", "same_weights_as"]
+    if "same_weights_as" not in curves:
+        return pd.DataFrame(columns=columns)
+    reused = curves[curves.same_weights_as.notna()].drop_duplicates(["model", "step"])
+    return reused[columns].sort_values(["model", "step"], ignore_index=True)
+
+
 # ---------------------------------------------------------------------------------------------------- everything
 def analyze(curves: pd.DataFrame, items_of: Callable[[str], pd.DataFrame | None], fraction: float = 0.5,
             n_boot: int = N_BOOT, seed: int = 0) -> dict[str, pd.DataFrame]:
@@ -309,4 +320,5 @@ def analyze(curves: pd.DataFrame, items_of: Callable[[str], pd.DataFrame | None]
         "acquisition": acq, "order": acquisition_order(acq), "agreement": order_agreement(acq),
         "dedup": dedup_differences(acq, curves), "onedim": one_dimensionality(curves),
         "suspicious": pd.concat(found, ignore_index=True) if found else suspicious[0],
+        "reused": reused_checkpoints(curves),
     }

@@ -16,7 +16,8 @@ import pandas as pd
 
 from trajectories.engine import SweepSummary
 from trajectories.errors import UserError
-from trajectories.schema import ITEM_COLUMNS, EvalSettings, SweepSpec
+from trajectories.integrity import Audit
+from trajectories.schema import DUPLICATE_POLICIES, ITEM_COLUMNS, EvalSettings, SweepSpec
 from trajectories.store import Store
 from trajectories.wandb_runs import require_wandb
 
@@ -53,10 +54,13 @@ def sweep(suite: str, tasks: str | list[str], steps: str = "all", out: str | Pat
           dtype: str = "auto", batch_size: int | str = "auto", blimp_dir: str | Path | None = None,
           tasks_dir: str | Path | None = None, evict: str = "auto", force: bool = False,
           trust_remote_code: bool = False, executor: str = "local", workers: int | None = None,
-          units_per_job: int = 16, slurm_options: dict | None = None, progress: bool = True,
-          wandb_project: str | None = None) -> SweepSummary:
+          units_per_job: int = 16, slurm_options: dict | None = None, duplicates: str = "reuse",
+          progress: bool = True, wandb_project: str | None = None) -> SweepSummary:
     """Evaluate `tasks` on every checkpoint `suite`, `models` and `steps` name, into `out`; resumable: completed
     units are skipped, so running the same call again finishes an interrupted sweep.
+
+    The checkpoints are audited first (see `audit`); of byte-identical checkpoints one is evaluated and the others
+    get its results (duplicates="reuse"), unless duplicates="evaluate".
 
     suite: "pythia", "hf:<org/repo>" or "local:<dir>"; tasks: "blimp", "blimp:<phenomenon>", a task or family name,
     or several (a list or a comma-separated string); steps: "all", "log", "final", "every:K", "A:B:K" or "0,512".
@@ -66,6 +70,9 @@ def sweep(suite: str, tasks: str | list[str], steps: str = "all", out: str | Pat
     from trajectories.engine import run_sweep
     from trajectories.suites import get_suite, resolve_checkpoints
     from trajectories.tasks import TaskCatalog, user_tasks_dir
+
+    if duplicates not in DUPLICATE_POLICIES:
+        raise UserError(f"duplicates must be one of {', '.join(DUPLICATE_POLICIES)}, not {duplicates!r}")
 
     task_spec = tasks if isinstance(tasks, str) else ",".join(tasks)
     model_names = [m.strip() for m in models.split(",") if m.strip()] if isinstance(models, str) else models
@@ -84,10 +91,23 @@ def sweep(suite: str, tasks: str | list[str], steps: str = "all", out: str | Pat
     if wandb_project:
         require_wandb()  # before the sweep's hours of work, not after
     summary = run_sweep(spec, checkpoints, out, settings, force=force, suite_description=chosen_suite.description,
-                        progress=progress, executor=_executor(executor, workers, slurm_options, units_per_job))
+                        progress=progress, executor=_executor(executor, workers, slurm_options, units_per_job),
+                        suite=chosen_suite, duplicates=duplicates)
     if wandb_project and Store(out).curves_path.exists():
         summary.wandb_run = to_wandb(out, wandb_project)
     return summary
+
+
+def audit(suite: str, models: list[str] | str | None = None, steps: str = "all", progress: bool = True) -> Audit:
+    """List what each checkpoint holds (weight files with sizes and sha256, from hub metadata or hashes of local files;
+    no weights downloaded) and flag what is out of line: identical steps, steps with no branch, weight files or
+    sizes unlike the model's other checkpoints, configs that differ in shape. `.table()`, `.to_json()`,
+    `.findings`."""
+    from trajectories.suites import audit_checkpoints, get_suite, resolve_checkpoints
+
+    chosen_suite = get_suite(suite)
+    model_names = [m.strip() for m in models.split(",") if m.strip()] if isinstance(models, str) else models
+    return audit_checkpoints(chosen_suite, resolve_checkpoints(chosen_suite, model_names, steps), progress)
 
 
 def collect(out: str | Path, imports: list[str] | str | None = None) -> pd.DataFrame:

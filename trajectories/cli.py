@@ -7,7 +7,7 @@ import sys
 
 from trajectories import __version__
 from trajectories.errors import UserError
-from trajectories.schema import EVICT_POLICIES
+from trajectories.schema import DUPLICATE_POLICIES, EVICT_POLICIES
 from trajectories.suites import STEPS_HELP
 
 EXECUTORS = ("local", "processes", "slurm")
@@ -54,10 +54,20 @@ def cmd_sweep(args) -> int:
     summary = tj.sweep(
         args.suite, args.tasks, args.steps, args.out, args.models, args.limit, args.device, args.dtype,
         args.batch_size, args.blimp_dir, args.tasks_dir, args.evict, args.force, args.trust_remote_code,
-        args.executor, args.workers, args.units_per_job, slurm_options, wandb_project=args.wandb,
+        args.executor, args.workers, args.units_per_job, slurm_options, args.duplicates, wandb_project=args.wandb,
     )
     print(summary.report())
     return 0 if summary.ok else 1
+
+
+def cmd_audit(args) -> int:
+    import json
+
+    import trajectories as tj
+
+    report = tj.audit(args.suite, args.models, args.steps, progress=not args.json)
+    print(json.dumps(report.to_json(), indent=1) if args.json else report.table())
+    return 0
 
 
 def cmd_status(args) -> int:
@@ -222,6 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--evict", choices=EVICT_POLICIES, default="auto",
                    help="delete each downloaded hub checkpoint once evaluated (auto: those over 2 GB)")
     p.add_argument("--force", action="store_true", help="re-evaluate units that are already done")
+    p.add_argument("--duplicates", choices=DUPLICATE_POLICIES, default="reuse",
+                   help="checkpoints whose weights are identical to another step's: reuse that step's results "
+                   "(default; recorded as same_weights_as) or evaluate each")
     p.add_argument("--trust-remote-code", action="store_true", help="allow model code from the hub (off by default)")
     p.add_argument("--wandb", metavar="PROJECT", help="also log the curves to a Weights & Biases run in PROJECT "
                    "(pip install 'trajectories[wandb]')")
@@ -239,6 +252,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--units-per-job", type=int, default=16,
                      help="slurm: checkpoints per job, all of one model (default 16)")
     p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("audit", help="list each checkpoint's weight files, sizes and sha256 (no weights downloaded) "
+                       "and flag identical steps, missing branches, odd shards, sizes or configs")
+    _suite_args(p)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_audit)
 
     p = sub.add_parser("status", help="done / failed / pending units per model")
     p.add_argument("out")

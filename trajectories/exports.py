@@ -82,6 +82,7 @@ def results_file(record: UnitRecord, configs: dict[str, dict], sizes: dict[str, 
         "total_evaluation_time_seconds": str(sum(record.seconds.values())),
         "trajectories": {"suite": record.suite, "model": record.to_json()["model"], "step": record.step,
                          "tokens": record.tokens, "revision": record.revision, "path": record.path,
+                         "same_weights_as": record.same_weights_as,
                          "trajectories_version": versions.get("trajectories")},
     }
 

@@ -22,7 +22,16 @@ import numpy as np
 import pandas as pd
 
 from trajectories.errors import UserError
-from trajectories.schema import CURVE_COLUMNS, CURVE_DTYPES, CURVE_KEY, ITEM_COLUMNS, Level, ModelInfo
+from trajectories.schema import (
+    CURVE_COLUMNS,
+    CURVE_DTYPES,
+    CURVE_KEY,
+    CURVE_OPTIONAL_COLUMNS,
+    CURVE_OPTIONAL_DTYPES,
+    ITEM_COLUMNS,
+    Level,
+    ModelInfo,
+)
 from trajectories.stats import Z95
 from trajectories.tasks import TaskCatalog
 
@@ -66,11 +75,12 @@ def _read_results_json(path: Path) -> dict:
     return data
 
 
-def _checkpoint_of(path: Path, data: dict) -> tuple[ModelInfo, int, int | None]:
+def _checkpoint_of(path: Path, data: dict) -> tuple[ModelInfo, int, int | None, int | None]:
     """The model (from pretrained=..., else lm-eval's model name), step (revision=step<N>, else a step<N> in the
-    model path, the file name or its folders') and tokens (when known) a results file describes."""
+    model path, the file name or its folders'), tokens (when known) and same_weights_as a results file describes."""
     if isinstance(ours := data.get("trajectories"), dict):  # written by `trajectories export`: exact
-        return ModelInfo.from_dict(ours["model"]), int(ours["step"]), ours.get("tokens")
+        return (ModelInfo.from_dict(ours["model"]), int(ours["step"]), ours.get("tokens"),
+                ours.get("same_weights_as"))
     config = data.get("config") or {}
     args = _model_args(config)
     source = str(args.get("pretrained") or data.get("model_name") or config.get("model") or "")
@@ -87,7 +97,7 @@ def _checkpoint_of(path: Path, data: dict) -> tuple[ModelInfo, int, int | None]:
             "file or folder name; rename it to include step<N>"
         )
     model = _model_info(source, config.get("model_num_parameters"))
-    return model, step, step * model.tokens_per_step if model.tokens_per_step else None
+    return model, step, step * model.tokens_per_step if model.tokens_per_step else None, None
 
 
 def _metric_rows(data: dict) -> list[dict]:
@@ -116,14 +126,14 @@ def _metric_rows(data: dict) -> list[dict]:
 
 def _import_one(path: Path) -> pd.DataFrame:
     data = _read_results_json(path)
-    model, step, tokens = _checkpoint_of(path, data)
+    model, step, tokens, same_weights_as = _checkpoint_of(path, data)
     rows = _metric_rows(data)
     if not rows:
         raise ResultsImportError(f"{path}: its results hold no numeric metrics")
     configs = data.get("configs") or {}
     table = pd.DataFrame(rows).assign(
         model=model.name, size=model.size, params=model.params, deduped=model.deduped, step=step, tokens=tokens,
-        ci_method="stderr",
+        ci_method="stderr", same_weights_as=same_weights_as,
     )
     table["phenomenon"] = table.task.map(lambda task: _config_phenomenon(configs.get(task)))
     table["ci_low"], table["ci_high"] = table.acc - Z95 * table.acc_stderr, table.acc + Z95 * table.acc_stderr
@@ -190,7 +200,8 @@ def import_lm_eval_json(paths: list[str | Path]) -> Imported:
                 items.append(_samples_items(path, row.model, row.step, row.task))
     items = [i for i in items if i is not None]
     items = pd.concat(items, ignore_index=True) if items else pd.DataFrame(columns=list(ITEM_COLUMNS))
-    return Imported(curves[list(CURVE_COLUMNS)].reset_index(drop=True).astype(CURVE_DTYPES), items)
+    columns = [*CURVE_COLUMNS, *CURVE_OPTIONAL_COLUMNS]
+    return Imported(curves[columns].reset_index(drop=True).astype(CURVE_DTYPES | CURVE_OPTIONAL_DTYPES), items)
 
 
 def expand_imports(patterns: list[str | Path] | str) -> list[Path]:

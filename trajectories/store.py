@@ -117,10 +117,12 @@ class Store:
         except FileNotFoundError:
             return None
 
-    def save_unit(self, ckpt: Checkpoint, result: UnitResult, spec: SweepSpec, by: dict | None = None) -> None:
-        """`by`: who evaluated it (sweep, job, host, pid, log), as `locks.owner` gives it."""
+    def save_unit(self, ckpt: Checkpoint, result: UnitResult, spec: SweepSpec, by: dict | None = None,
+                  same_weights_as: int | None = None) -> None:
+        """`by`: who evaluated it (sweep, job, host, pid, log), as `locks.owner` gives it; `same_weights_as`: the step
+        whose results these are, for a unit not evaluated because its weights are identical to that step's."""
         write_table(result.items, self._path(ckpt.key, ".items.parquet"))
-        write_json(self._path(ckpt.key, ".json"), UnitRecord.of(ckpt, result, spec, by).to_json())
+        write_json(self._path(ckpt.key, ".json"), UnitRecord.of(ckpt, result, spec, by, same_weights_as).to_json())
         self._path(ckpt.key, ".failed.json").unlink(missing_ok=True)
 
     def save_failure(self, ckpt: Checkpoint, reason: str, by: dict | None = None) -> None:
