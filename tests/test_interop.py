@@ -16,8 +16,9 @@ import pandas as pd
 import pytest
 
 import trajectories as tj
-from tests.helpers import BLIMP_DIR, wandb_history, wandb_offline_records
+from tests.helpers import BLIMP_DIR, SYNTHETIC_STEPS, synthetic_sweep, wandb_history, wandb_offline_records
 from trajectories.cli import main
+from trajectories.schema import SweepSpec
 from trajectories.store import Store
 from trajectories.tasks import TaskCatalog
 
@@ -170,6 +171,23 @@ def test_exported_results_are_lm_eval_files_that_read_back_into_the_same_curves(
     key = ["model", "step", "task", "item"]
     pd.testing.assert_frame_equal(tj.load_items(again).sort_values(key, ignore_index=True),
                                   tj.load_items(swept["out"]).sort_values(key, ignore_index=True))
+
+
+def test_a_synthetic_sweep_round_trips_with_everything_a_curve_row_holds(tmp_path):
+    """Deduped twins, tokens, many steps, results without lm-eval's metric dict, and a unit that carries another
+    step's results (same_weights_as): all come back."""
+    units = synthetic_sweep(models=("70m", "70m-deduped"), n_items=40, steps=SYNTHETIC_STEPS[:6])
+    store = Store(tmp_path / "synthetic")
+    spec = SweepSpec("synthetic", tuple(sorted(units[0][1].tasks)))
+    store.open(spec, [ckpt for ckpt, _ in units])
+    for i, (ckpt, result) in enumerate(units):
+        store.save_unit(ckpt, result, spec, same_weights_as=units[i - 1][0].step if i == 3 else None)
+    curves = tj.collect(store.out)
+    assert curves.same_weights_as.notna().any() and curves.deduped.any() and curves.tokens.notna().all()
+    tj.export(store.out, tmp_path / "exported")
+    again = tj.collect(tmp_path / "again", imports=str(tmp_path / "exported" / "**" / "results_*.json"))
+    pd.testing.assert_frame_equal(again, curves)
+    pd.testing.assert_frame_equal(tj.load_curves(tmp_path / "again"), tj.load_curves(store.out))
 
 
 def test_results_export_errors(tmp_path, capsys):
