@@ -13,7 +13,7 @@ import torch
 
 from trajectories.schema import ITEM_COLUMNS, Checkpoint, ModelInfo, TaskResult, UnitRecord, UnitResult
 
-BLIMP_DIR = Path(__file__).resolve().parents[2] / "shared" / "blimp"
+BLIMP_DIR = (Path(__file__).resolve().parents[2] / "shared" / "blimp").resolve()
 TEST_PARADIGMS = ("adjunct_island", "anaphor_number_agreement", "determiner_noun_agreement_1")
 TASKS = tuple(f"blimp_{p}" for p in TEST_PARADIGMS)
 LIMIT = 12
