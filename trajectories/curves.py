@@ -9,9 +9,9 @@ paradigms'.
 A unit not evaluated because its weights are byte-identical to another step's carries that step's results and its
 number in `same_weights_as` (schema.CURVE_OPTIONAL_COLUMNS; the column is there only when some unit has it).
 
-Imported results (`collect(out, imports=...)`) are parsed once and kept in OUT/imported.parquet, so a later collect
-(every sweep runs one) keeps them. A sweep's own row wins over an imported row for the same (model, step, task);
-among imports, the file read last wins.
+Imported results (`collect(out, imports=...)`) are parsed once and kept in OUT/imported.parquet (their items, from
+lm-eval's samples files, in OUT/imported.items.parquet), so a later collect (every sweep runs one) keeps them. A
+sweep's own row wins over an imported row for the same (model, step, task); among imports, the file read last wins.
 """
 
 from __future__ import annotations
@@ -27,13 +27,14 @@ from trajectories.schema import (
     CURVE_DTYPES,
     CURVE_KEY,
     CURVE_OPTIONAL_COLUMNS,
+    CURVE_OPTIONAL_DTYPES,
     Level,
     TaskResult,
     UnitRecord,
     phenomenon_key,
 )
 from trajectories.stats import N_BOOT, Z95, model_replicates
-from trajectories.store import Store, StoreError
+from trajectories.store import Store, StoreError, items_outside
 
 
 def task_row(record: UnitRecord, task: str, result: TaskResult) -> dict:
@@ -50,7 +51,7 @@ def task_row(record: UnitRecord, task: str, result: TaskResult) -> dict:
 
 
 ALL_COLUMNS = [*CURVE_COLUMNS, *CURVE_OPTIONAL_COLUMNS]
-ALL_DTYPES = CURVE_DTYPES | {"same_weights_as": "Int64"}
+ALL_DTYPES = CURVE_DTYPES | CURVE_OPTIONAL_DTYPES
 
 
 def curves_from_units(records: list[UnitRecord]) -> pd.DataFrame:
@@ -114,9 +115,12 @@ def collect(out: str | Path, imports: list[str | Path] | str | None = None, n_bo
     store = Store(out)
     if imports:
         new = import_lm_eval_json(expand_imports(imports))
-        old = store.imported()
-        both = pd.concat([old, new], ignore_index=True) if old is not None else new
+        old, old_items = store.imported(), store.imported_items()
+        both = pd.concat([old, new.curves], ignore_index=True) if old is not None else new.curves
         store.save_imported(both.drop_duplicates(list(CURVE_KEY), keep="last").astype(CURVE_DTYPES))
+        # A new file's row replaces an old one, with its items or with none.
+        kept = items_outside(old_items, new.curves) if old_items is not None else None
+        store.save_imported_items(pd.concat([kept, new.items], ignore_index=True) if kept is not None else new.items)
     imported = store.imported()
     if imported is None:
         store.spec()  # a clear error if OUT is neither a sweep folder nor holds imports

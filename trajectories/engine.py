@@ -38,6 +38,7 @@ class SweepSummary:
     jobs: list[str] = field(default_factory=list)
     seconds: float = 0.0
     model_loads: int = 0
+    wandb_run: str | None = None  # the W&B run's URL (or folder, offline) when the curves were logged there
 
     @property
     def ok(self) -> bool:
@@ -62,6 +63,7 @@ class SweepSummary:
         lines.append(f"results: {store.units}")
         if store.curves_path.exists():
             lines.append(f"curves:  {store.curves_path} (and .csv)")
+        lines += [f"W&B:     {self.wandb_run}"] if self.wandb_run else []
         return "\n".join(lines)
 
 

@@ -167,7 +167,7 @@ class Evaluator:
     def __init__(self, spec: SweepSpec, settings: EvalSettings, catalog: TaskCatalog | None = None):
         lmeval.quiet()
         self.spec, self.settings = spec, settings
-        self.catalog = catalog or TaskCatalog(blimp_dir=settings.blimp_dir)
+        self.catalog = catalog or TaskCatalog(settings.tasks_dir, settings.blimp_dir)
         self.task_dict = self.catalog.load(list(spec.tasks))
         for task in self.task_dict["tasks"].values():
             lmeval.reuse_task_work(task)

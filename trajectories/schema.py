@@ -174,6 +174,7 @@ class EvalSettings:
     batch_size: int | str = "auto"
     blimp_dir: str | None = None
     evict: str = "auto"  # delete downloaded hub checkpoints once evaluated: one of EVICT_POLICIES
+    tasks_dir: str | None = None  # the user's task folder (tasks.user_tasks_dir), absolute: workers run elsewhere
 
 
 # ---------------------------------------------------------------------------------------------------- records
@@ -356,5 +357,6 @@ CURVE_COLUMNS = (
 #   same_weights_as: the step whose results a unit carries because its weights are byte-identical (UnitRecord).
 #   A table has it only when some row does, so tables of sweeps without duplicates are as they always were.
 CURVE_OPTIONAL_COLUMNS = ("same_weights_as",)
+CURVE_OPTIONAL_DTYPES = {"same_weights_as": "Int64"}
 CURVE_KEY = ("model", "step", "level", "task")  # one row per key
 CURVE_DTYPES = {"params": "Int64", "tokens": "Int64", "step": "int64", "n": "Int64", "deduped": "bool"}

@@ -8,8 +8,10 @@
     OUT/damaged/<model>/                     files of damaged units, moved here by a sweep (never deleted)
     OUT/jobs/                                submitit's job files and logs; <job>.units.json: a job's units
     OUT/imported.parquet                     curve rows imported from lm-eval results files
+    OUT/imported.items.parquet               per-item results (schema.ITEM_COLUMNS) from their samples files
     OUT/curves.parquet, OUT/curves.csv       the tidy curve table (schema.CURVE_COLUMNS), rebuilt after each sweep
     OUT/plots/, OUT/report/                  figures and the analysis report
+    OUT/wandb.json                           the W&B run of the sweep and the checkpoints logged to it
 
 A unit's state (schema.UnitState) is decided in one place, `Store.unit`: it is done only when its record parses, is
 the record of its (model, step), matches the folder's spec, and its items file is readable with the rows the record
@@ -53,6 +55,14 @@ _LOCK_FILE = re.compile(r"step(\d+)\.lock")
 _DAMAGE = (ValueError, KeyError, TypeError, AttributeError, OSError, pa.ArrowException)
 
 Key = tuple[str, int]  # (model, step)
+REIMPORT = "move it aside and import the lm-eval results files again with `collect --import`"
+
+
+def items_outside(items: pd.DataFrame, other: pd.DataFrame) -> pd.DataFrame:
+    """The rows of `items` whose (model, step, task) has no row in `other`."""
+    keys = ["model", "step", "task"]
+    found = items.merge(other[keys].drop_duplicates(), on=keys, how="left", indicator=True)._merge == "both"
+    return items[~found.to_numpy()]
 
 
 class StoreError(UserError):
@@ -74,6 +84,8 @@ class Store:
         self.manifest_path = self.out / "sweep.json"
         self.curves_path = self.out / "curves.parquet"
         self.imported_path = self.out / "imported.parquet"
+        self.imported_items_path = self.out / "imported.items.parquet"
+        self.wandb_path = self.out / "wandb.json"
         self._manifest_cache: dict | None = None
 
     # ---------------------------------------------------------------- spec
@@ -275,11 +287,16 @@ class Store:
                           SkippedWarning, stacklevel=2)
 
     def unit_items(self, key: Key) -> pd.DataFrame:
+        """Per-item results of one completed unit."""
         return pd.read_parquet(self._path(key, ".items.parquet"))
 
+    def written_at(self, key: Key) -> float:
+        """When the unit's record was written (a POSIX time)."""
+        return self._path(key, ".json").stat().st_mtime
+
     def items(self, model: str | None = None, records: list[UnitRecord] | None = None) -> pd.DataFrame | None:
-        """Per-item results of every completed unit (of one model), None when there are none. `records`: the
-        completed units' records, when the caller has them already."""
+        """Per-item results of every completed unit (of one model), and of imported results for tasks no unit
+        has; None when there are none. `records`: the completed units' records, when the caller has them already."""
         frames = []
         for record in self.records() if records is None else records:
             if model is not None and record.model.name != model:
@@ -290,6 +307,12 @@ class Store:
                 warnings.warn(f"skipping the items of {record.model.name} step {record.step}: "
                               f"{self._path(record.key, '.items.parquet')} is damaged ({_why(err)})", SkippedWarning,
                               stacklevel=2)
+        imported = self.imported_items()
+        if imported is not None and model is not None:
+            imported = imported[imported.model == model]
+        if imported is not None and len(imported):
+            # A unit's row wins over an imported one (curves.collect), and so do its items.
+            frames.append(items_outside(imported, pd.concat(frames)) if frames else imported)
         return pd.concat(frames, ignore_index=True) if frames else None
 
     # ---------------------------------------------------------------- locks
@@ -361,11 +384,28 @@ class Store:
     def imported(self) -> pd.DataFrame | None:
         if not self.imported_path.exists():
             return None
-        return self._table(self.imported_path,
-                           "move it aside and import the lm-eval results files again with `collect --import`")
+        return self._table(self.imported_path, REIMPORT)
 
     def save_imported(self, table: pd.DataFrame) -> None:
         write_table(table, self.imported_path)
+
+    def imported_items(self) -> pd.DataFrame | None:
+        return self._table(self.imported_items_path, REIMPORT) if self.imported_items_path.exists() else None
+
+    def save_imported_items(self, items: pd.DataFrame) -> None:
+        write_table(items, self.imported_items_path)
+
+    def wandb_run(self) -> dict | None:
+        """{"project", "entity", "run_id", "logged": [[model, step], ...]} of the sweep's W&B run, if any."""
+        if not self.wandb_path.exists():
+            return None
+        try:
+            return dict(json.loads(self.wandb_path.read_bytes()))
+        except _DAMAGE as err:
+            raise StoreError(f"{self.wandb_path} is damaged ({_why(err)}); move it aside to log to a new run") from err
+
+    def save_wandb_run(self, run: dict) -> None:
+        write_json(self.wandb_path, run)
 
     def save_report_table(self, name: str, table: pd.DataFrame) -> Path:
         write_table(table, self.report_dir / f"{name}.csv")
