@@ -5,13 +5,14 @@ The Python API (the `trajectories` command is a thin layer over it):
     sweep(suite, tasks, steps=..., out=..., **options) -> SweepSummary
     collect(out), load_curves(out), load_items(out)        -> pandas DataFrames
     plot(out, ...), analyze(out, ...), add_task(source, name, ...)
+    measure_memorization(suite, data=..., steps=..., out=..., **options) -> SweepSummary
 """
 
 __version__ = "0.1.0"
 
 # No name here may be a module of the package too: importing the module would replace the function.
 __all__ = ["Analysis", "SweepSummary", "__version__", "add_task", "analyze", "collect", "load_curves", "load_items",
-           "plot", "sweep"]
+           "measure_memorization", "plot", "sweep"]
 
 
 def __getattr__(name: str):

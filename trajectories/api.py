@@ -4,6 +4,7 @@
     summary = tj.sweep("local:runs/suite", "minigrammar", out="results/mini", limit=100)
     curves = tj.load_curves("results/mini")          # the tidy curve table (pandas)
     tj.plot("results/mini"); report = tj.analyze("results/mini")
+    tj.measure_memorization("local:runs/suite", out="results/mini_mem"); tj.analyze("results/mini_mem")
 """
 
 from __future__ import annotations
@@ -15,7 +16,16 @@ from pathlib import Path
 import pandas as pd
 
 from trajectories.engine import SweepSummary
-from trajectories.schema import ITEM_COLUMNS, EvalSettings, SweepSpec
+from trajectories.schema import (
+    DATA_VARIANTS,
+    ITEM_COLUMNS,
+    MEMORIZATION,
+    MEMORIZATION_COLUMNS,
+    EvalSettings,
+    MemorizationSpec,
+    SweepSpec,
+    data_variant,
+)
 from trajectories.store import Store
 
 
@@ -64,9 +74,8 @@ def sweep(suite: str, tasks: str | list[str], steps: str = "all", out: str | Pat
     from trajectories.tasks import TaskCatalog
 
     task_spec = tasks if isinstance(tasks, str) else ",".join(tasks)
-    model_names = [m.strip() for m in models.split(",") if m.strip()] if isinstance(models, str) else models
     chosen_suite = get_suite(suite)
-    checkpoints = resolve_checkpoints(chosen_suite, model_names, steps)
+    checkpoints = resolve_checkpoints(chosen_suite, _model_names(models), steps)
     catalog = TaskCatalog(tasks_dir, blimp_dir)
     task_names = catalog.expand(task_spec)
     catalog.check_data(task_names)
@@ -78,6 +87,64 @@ def sweep(suite: str, tasks: str | list[str], steps: str = "all", out: str | Pat
     out = Path(out) if out else default_out(suite, task_spec, limit)
     return run_sweep(spec, checkpoints, out, settings, force=force, suite_description=chosen_suite.description,
                      progress=progress, executor=_executor(executor, workers, slurm_options, units_per_job))
+
+
+def _model_names(models: list[str] | str | None) -> list[str] | None:
+    return [m.strip() for m in models.split(",") if m.strip()] if isinstance(models, str) else models
+
+
+def measure_memorization(
+        suite: str, data: str | dict[str, str] | None = None, steps: str = "all", out: str | Path | None = None,
+        models: list[str] | str | None = None, sample: int = 10_000, strata: int = 100, seed: int = 0,
+        prefix: int = 32, continuation: int = 32, generate: bool = False, ban_eos: bool = True,
+        row_len: int | None = None, rows_per_step: int | None = None, token_dtype: str | None = None,
+        device: str | None = None, dtype: str = "auto", batch_size: int | str = "auto", evict: str = "auto",
+        force: bool = False, trust_remote_code: bool = False, executor: str = "local", workers: int | None = None,
+        units_per_job: int = 16, slurm_options: dict | None = None, progress: bool = True) -> SweepSummary:
+    """Score training rows for memorization at every checkpoint `suite`, `models` and `steps` name, into `out`
+    (`trajectories memorization`); resumable like `sweep`, through the same engine and executors.
+
+    data: the training-data file in training order (EleutherAI's pre-shuffled .bin/.idx layout): one path, or
+    {"standard": path, "deduped": path} (or "standard=PATH,deduped=PATH") when both variants' models are chosen;
+    default: the files a local suite's suite.json names. row_len, rows_per_step, token_dtype: its layout (default:
+    suite.json's, else Pythia's 2049, 1024 and the .idx's dtype). sample rows are drawn per data file, stratified
+    over `strata` runs of training (seeded), plus the suite's canaries; each checkpoint scores those it has seen:
+    memorized (prefix tokens, then `continuation` tokens reproduced greedily), logp and, with generate=True,
+    EleutherAI's match_fraction. ban_eos=False lets continuations contain EOS (rows that pack short documents)."""
+    from trajectories.engine import run_sweep
+    from trajectories.errors import UserError
+    from trajectories.suites import get_suite, resolve_checkpoints
+    from trajectories.trainingdata import parse_data_option, resolve_data, rows_to_score
+
+    if prefix < 1 or continuation < 1:
+        raise UserError(f"prefix and continuation must be at least 1 token, not {prefix} and {continuation}")
+    chosen_suite = get_suite(suite)
+    checkpoints = resolve_checkpoints(chosen_suite, _model_names(models), steps)
+    declared = chosen_suite.training_data or {}
+    # Every variant with a known file is part of the spec, so choosing more models later resumes the same run.
+    known = set(declared.get("files", {})) | (set(parse_data_option(data)) - {""})
+    variants = [v for v in DATA_VARIANTS if v in known | {data_variant(c.model) for c in checkpoints}]
+    files = resolve_data(data, variants, declared, row_len, rows_per_step, token_dtype)
+    layout = files[variants[0]]
+    if prefix + continuation > layout.row_len:
+        raise UserError(f"prefix + continuation = {prefix + continuation} tokens, but rows are {layout.row_len} long")
+    # The sample spans each variant's whole training (its models' last checkpoint), whichever models and steps are
+    # chosen now, so a later run with more of them scores the same rows.
+    max_steps = {v: max((chosen_suite.steps(m)[-1] for m in chosen_suite.models.values() if data_variant(m) == v),
+                        default=files[v].n_steps) for v in variants}
+    rows = rows_to_score(files, max_steps, sample, strata, seed, declared.get("canaries"))
+    spec = MemorizationSpec(chosen_suite.name, tuple((v, str(Path(files[v].path).resolve())) for v in variants),
+                            layout.row_len,
+                            layout.rows_per_step, token_dtype, sample, strata, seed, prefix, continuation, generate,
+                            ban_eos, dtype, trust_remote_code)
+    slurm_options = slurm_options or {}
+    if executor == "slurm" and not device:  # the jobs' device, not this machine's
+        device = "cuda" if slurm_options.get("gpus_per_job") else "cpu"
+    settings = EvalSettings(_device(device), batch_size, None, evict)
+    out = Path(out) if out else default_out(suite, MEMORIZATION)
+    return run_sweep(spec, checkpoints, out, settings, force=force, suite_description=chosen_suite.description,
+                     progress=progress, executor=_executor(executor, workers, slurm_options, units_per_job),
+                     rows=rows)
 
 
 def collect(out: str | Path, imports: list[str] | str | None = None) -> pd.DataFrame:
@@ -93,9 +160,13 @@ def load_curves(out: str | Path) -> pd.DataFrame:
 
 
 def load_items(out: str | Path, model: str | None = None) -> pd.DataFrame:
-    """Per-item results (columns: schema.ITEM_COLUMNS) of OUT's completed units, of every model or of one."""
-    items = Store(out).items(model)
-    return items if items is not None else pd.DataFrame(columns=list(ITEM_COLUMNS))
+    """Per-item results of OUT's completed units, of every model or of one: a grammar sweep's items (columns:
+    schema.ITEM_COLUMNS), or a memorization run's scored rows (schema.MEMORIZATION_COLUMNS)."""
+    store = Store(out)
+    items = store.items(model)
+    if items is not None:
+        return items
+    return pd.DataFrame(columns=list(MEMORIZATION_COLUMNS if store.spec().kind == MEMORIZATION else ITEM_COLUMNS))
 
 
 def status(out: str | Path) -> str:
@@ -106,10 +177,13 @@ def status(out: str | Path) -> str:
 
 
 def plot(out: str | Path, x: str = "step", phenomenon: str | None = None, task: str | None = None) -> list[Path]:
-    """Learning-curve figures (PNG + SVG) under OUT/plots/; returns their paths."""
+    """Learning-curve figures (PNG + SVG) under OUT/plots/ (a memorization run's: its analysis figures); returns
+    their paths."""
     from trajectories.plots import plot_all
 
     store = Store(out)
+    if store.is_sweep() and store.spec().kind == MEMORIZATION:
+        return analyze(out).figures
     return plot_all(store.curves(), store.plots_dir, x=x, phenomenon=phenomenon, task=task)
 
 
@@ -126,12 +200,15 @@ class Analysis:
 
 def analyze(out: str | Path, fraction: float = 0.5, n_boot: int | None = None, seed: int = 0) -> Analysis:
     """Acquisition steps, orders and their agreement, standard vs deduped, one-dimensionality and suspicious
-    checkpoints, with figures: OUT/report/ (CSV tables, report.md, report.html)."""
+    checkpoints, with figures: OUT/report/ (CSV tables, report.md, report.html). For a memorization run: recency,
+    the Poisson check, persistence, predictability and repetition (analysis.memorization_tables)."""
     from trajectories import analysis, plots, report
     from trajectories.schema import Level
     from trajectories.stats import N_BOOT
 
     store = Store(out)
+    if store.is_sweep() and store.spec().kind == MEMORIZATION:
+        return _analyze_memorization(store, n_boot or N_BOOT, seed)
     curves = store.curves()
     tables = analysis.analyze(curves, store.items, fraction, n_boot or N_BOOT, seed)
     for name, table in tables.items():
@@ -144,6 +221,27 @@ def analyze(out: str | Path, fraction: float = 0.5, n_boot: int | None = None, s
     item_models = sum(store.items(model) is not None for model in curves.model.unique())
     title = f"Grammar acquisition report: {store.out.resolve().name}"
     blocks = report.document(title, curves, tables, fraction, figures, item_models, requested, store.failures())
+    markdown = store.save_report_file("report.md", report.to_markdown(blocks, store.out))
+    html = store.save_report_file("report.html", report.to_html(blocks, title))
+    return Analysis(tables, store.report_dir, html, markdown, figures)
+
+
+def _analyze_memorization(store: Store, n_boot: int, seed: int) -> Analysis:
+    from trajectories import analysis, plots, report
+    from trajectories.store import StoreError
+
+    items, records = store.items(), store.records()
+    if items is None:
+        raise StoreError(f"{store.out} has no completed units yet; `trajectories status {store.out}` shows why")
+    models = pd.DataFrame([{"model": r.model.name, "size": r.model.size, "params": r.model.params,
+                            "deduped": bool(r.model.deduped)} for r in records]).drop_duplicates("model")
+    tables = analysis.memorization_tables(items, models, n_boot, n_boot, seed)
+    for name, table in tables.items():
+        store.save_report_table(name, table)
+    figures = plots.memorization_figures(tables, models, store.plots_dir)
+    title = f"Memorization report: {store.out.resolve().name}"
+    blocks = report.memorization_document(title, store.spec(), tables, figures, store.rows(), store.requested(),
+                                          store.failures())
     markdown = store.save_report_file("report.md", report.to_markdown(blocks, store.out))
     html = store.save_report_file("report.html", report.to_html(blocks, title))
     return Analysis(tables, store.report_dir, html, markdown, figures)

@@ -1,5 +1,6 @@
 """The sweep engine: evaluate every pending (model, step) unit and store it; resumable, one failure never stops the
-rest.
+rest. Both experiments run through it: grammar sweeps and memorization runs (the spec's kind selects the unit
+evaluator, executors.new_evaluator).
 
 The units are evaluated by an executor (executors.py): in this process by default, or in worker processes or Slurm
 jobs. Whichever ran them, the outcome is read back from the store, so the summary and curves are the same."""
@@ -11,9 +12,11 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pandas as pd
+
 from trajectories.curves import collect
 from trajectories.executors import LocalExecutor, by_sweep
-from trajectories.schema import Checkpoint, EvalSettings, SweepSpec
+from trajectories.schema import GRAMMAR, Checkpoint, EvalSettings, MemorizationSpec, SweepSpec
 from trajectories.store import Store
 
 
@@ -27,14 +30,16 @@ class SweepSummary:
     jobs: list[str] = field(default_factory=list)
     seconds: float = 0.0
     model_loads: int = 0
+    kind: str = GRAMMAR
 
     @property
     def ok(self) -> bool:
         return not self.failed and not self.left
 
     def report(self) -> str:
+        what = "sweep" if self.kind == GRAMMAR else self.kind
         lines = [
-            f"sweep: {len(self.done)} evaluated, {len(self.skipped)} already done, {len(self.failed)} failed "
+            f"{what}: {len(self.done)} evaluated, {len(self.skipped)} already done, {len(self.failed)} failed "
             f"in {self.seconds:.1f} s"
         ]
         lines += [f"  FAILED {ckpt.model.name} step {ckpt.step}: {reason}" for ckpt, reason in self.failed]
@@ -44,18 +49,24 @@ class SweepSummary:
         if self.jobs:
             lines.append(f"jobs:    {' '.join(self.jobs)} (logs in {Store(self.out).jobs_dir})")
         store = Store(self.out)
-        lines += [f"results: {store.units}", f"curves:  {store.curves_path} (and .csv)"]
+        lines.append(f"results: {store.units}")
+        if self.kind == GRAMMAR:
+            lines.append(f"curves:  {store.curves_path} (and .csv)")
+        else:
+            lines.append(f"rows:    {store.rows_path}; analyse with `trajectories analyze {self.out}`")
         return "\n".join(lines)
 
 
 def run_sweep(
-    spec: SweepSpec, checkpoints: list[Checkpoint], out: str | Path, settings: EvalSettings, force: bool = False,
-    suite_description: str = "", progress: bool = True, executor=None,
+    spec: SweepSpec | MemorizationSpec, checkpoints: list[Checkpoint], out: str | Path, settings: EvalSettings,
+    force: bool = False, suite_description: str = "", progress: bool = True, executor=None,
+    rows: pd.DataFrame | None = None,
 ) -> SweepSummary:
+    """rows: a memorization run's training rows to score (schema.ROW_COLUMNS), recorded in OUT."""
     started = time.perf_counter()
     store = Store(out)
-    store.open(spec, checkpoints, suite_description)
-    summary = SweepSummary(store.out)
+    store.open(spec, checkpoints, suite_description, rows)
+    summary = SweepSummary(store.out, kind=spec.kind)
     sweep = uuid.uuid4().hex[:12]  # each unit's record names the sweep that evaluated it
     pending = []
     for ckpt in checkpoints:
@@ -71,7 +82,7 @@ def run_sweep(
             summary.failed.append((ckpt, failure.reason))
         else:
             summary.left.append(ckpt)
-    if store.records():
+    if spec.kind == GRAMMAR and store.records():  # a memorization folder has no curves: `analyze` reads its rows
         collect(store.out)
     summary.seconds = time.perf_counter() - started
     return summary

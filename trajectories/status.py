@@ -13,7 +13,7 @@ def status_lines(store: Store) -> list[str]:
     spec, requested = store.spec(), store.requested()
     done = {r.key for r in store.records()}
     failures = {f.key: f.reason for f in store.failures() if f.key not in done}
-    lines = [f"{store.out}: suite {spec.suite}, {len(spec.tasks)} tasks, limit {spec.limit}, dtype {spec.dtype}",
+    lines = [f"{store.out}: {spec.kind}, {spec.describe()}",
              f"{'model':<24}{'done':>6}{'failed':>8}{'pending':>9}"]
     for model in sorted({m for m, _ in requested}):
         units = [u for u in requested if u[0] == model]

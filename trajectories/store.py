@@ -1,13 +1,18 @@
 """The results store: the only reader and writer of a results folder (OUT). Every file is written atomically.
 
-    OUT/sweep.json                           the SweepSpec (a sweep with another spec is refused), the units asked for
-    OUT/units/<model>/step<N>.items.parquet  per-item results (schema.ITEM_COLUMNS), written first
+An OUT holds one experiment: a grammar sweep (schema.SweepSpec) or a memorization run (schema.MemorizationSpec).
+
+    OUT/sweep.json                           the spec (a run with another spec is refused), the units asked for
+    OUT/rows.parquet                         memorization: the training rows scored (schema.ROW_COLUMNS)
+    OUT/units/<model>/step<N>.items.parquet  per-item results (schema.ITEM_COLUMNS; memorization: one line per row,
+                                             schema.MEMORIZATION_COLUMNS), written first
     OUT/units/<model>/step<N>.json           the UnitRecord; written last, so it marks the unit done
     OUT/units/<model>/step<N>.failed.json    the FailureRecord (removed when the unit later succeeds)
     OUT/units/<model>/step<N>.lock           held while a process evaluates the unit (locks.py)
     OUT/jobs/                                submitit's job files and logs; <job>.units.json: a job's units
     OUT/imported.parquet                     curve rows imported from lm-eval results files
-    OUT/curves.parquet, OUT/curves.csv       the tidy curve table (schema.CURVE_COLUMNS), rebuilt after each sweep
+    OUT/curves.parquet, OUT/curves.csv       grammar: the tidy curve table (schema.CURVE_COLUMNS), rebuilt after each
+                                             sweep
     OUT/plots/, OUT/report/                  figures and the analysis report
 
 A unit counts as done only when both its files exist, so a crash or kill at any moment leaves at worst a temp file
@@ -25,7 +30,15 @@ import pandas as pd
 from trajectories import locks
 from trajectories.errors import UserError
 from trajectories.files import remove_temp_files, write_json, write_table, write_text
-from trajectories.schema import Checkpoint, FailureRecord, SweepSpec, UnitRecord, UnitResult
+from trajectories.schema import (
+    Checkpoint,
+    FailureRecord,
+    MemorizationSpec,
+    SweepSpec,
+    UnitRecord,
+    UnitResult,
+    spec_from_dict,
+)
 
 TEMP_GRACE_S = 60  # a temp file younger than this may be another sweep's write in progress
 _UNIT_FILE = re.compile(r"step(\d+)\.json")
@@ -47,15 +60,21 @@ class Store:
         self.manifest_path = self.out / "sweep.json"
         self.curves_path = self.out / "curves.parquet"
         self.imported_path = self.out / "imported.parquet"
+        self.rows_path = self.out / "rows.parquet"
 
     # ---------------------------------------------------------------- spec
-    def open(self, spec: SweepSpec, checkpoints: list[Checkpoint], suite_description: str = "") -> None:
+    def open(self, spec: SweepSpec | MemorizationSpec, checkpoints: list[Checkpoint], suite_description: str = "",
+             rows: pd.DataFrame | None = None) -> None:
         """Create OUT for `spec`, or check that an existing OUT was made with the same spec; record the units
-        asked for, so `status` can tell what is still pending."""
+        asked for, so `status` can tell what is still pending. rows: a memorization run's rows to score
+        (schema.ROW_COLUMNS), recorded once; other rows for the same spec (the data files changed) are refused."""
         requested = {c.key for c in checkpoints}
         if self.manifest_path.exists():
             manifest = json.loads(self.manifest_path.read_text())
-            existing = SweepSpec.from_dict(manifest["spec"])
+            existing = spec_from_dict(manifest["spec"])
+            if existing.kind != spec.kind:
+                raise StoreError(f"{self.out} holds a {existing.kind} experiment, not a {spec.kind} one; one "
+                                 "experiment per results folder: use another --out")
             if existing != spec:
                 lines = "\n".join(f"  {k}: {old!r} there, {new!r} now"
                                   for k, (old, new) in existing.differences(spec).items())
@@ -64,10 +83,28 @@ class Store:
                     "Use another --out, or the same settings to resume."
                 )
             requested |= {tuple(unit) for unit in manifest["requested"]}
+        if rows is not None:
+            self._record_rows(rows)
         write_json(self.manifest_path, {
             "spec": spec.as_dict(), "suite_description": suite_description, "requested": sorted(requested),
         })
         remove_temp_files(self.out, older_than=TEMP_GRACE_S)
+
+    def _record_rows(self, rows: pd.DataFrame) -> None:
+        if self.rows_path.exists():
+            try:
+                pd.testing.assert_frame_equal(self.rows(), rows.reset_index(drop=True), check_dtype=False)
+            except AssertionError:
+                raise StoreError(f"{self.out} scores other training rows than these data files give (they changed, "
+                                 f"or are other files): not mixing results. Use another --out.") from None
+        else:
+            write_table(rows, self.rows_path)
+
+    def rows(self) -> pd.DataFrame:
+        """The training rows a memorization run scores (schema.ROW_COLUMNS)."""
+        if not self.rows_path.exists():
+            raise StoreError(f"{self.out} records no training rows: not a memorization folder")
+        return pd.read_parquet(self.rows_path)
 
     def is_sweep(self) -> bool:
         return self.manifest_path.exists()
@@ -77,8 +114,8 @@ class Store:
             raise StoreError(f"{self.out} is not a sweep folder (no sweep.json); run `trajectories sweep` first")
         return json.loads(self.manifest_path.read_text())
 
-    def spec(self) -> SweepSpec:
-        return SweepSpec.from_dict(self._read_manifest()["spec"])
+    def spec(self) -> SweepSpec | MemorizationSpec:
+        return spec_from_dict(self._read_manifest()["spec"])
 
     def requested(self) -> list[Key]:
         return [tuple(unit) for unit in self._read_manifest()["requested"]]
@@ -106,7 +143,8 @@ class Store:
         except FileNotFoundError:
             return None
 
-    def save_unit(self, ckpt: Checkpoint, result: UnitResult, spec: SweepSpec, by: dict | None = None) -> None:
+    def save_unit(self, ckpt: Checkpoint, result: UnitResult, spec: SweepSpec | MemorizationSpec,
+                  by: dict | None = None) -> None:
         """`by`: who evaluated it (sweep, job, host, pid, log), as `locks.owner` gives it."""
         write_table(result.items, self._path(ckpt.key, ".items.parquet"))
         write_json(self._path(ckpt.key, ".json"), UnitRecord.of(ckpt, result, spec, by).to_json())
