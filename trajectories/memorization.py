@@ -207,7 +207,7 @@ class MemorizationEvaluator:
             try:
                 return score_checkpoint(model, ckpt.model.name, ckpt.step, self.data[variant], rows,
                                         batch_size=self.batch_size, **options)
-            except torch.OutOfMemoryError:
+            except torch.cuda.OutOfMemoryError:
                 if not self.auto_batch or self.batch_size == 1:
                     raise
                 self.batch_size //= 2
