@@ -14,7 +14,7 @@ import torch
 
 from trajectories.schema import ITEM_COLUMNS, Checkpoint, ModelInfo, TaskResult, UnitRecord, UnitResult
 
-BLIMP_DIR = Path(__file__).resolve().parents[2] / "shared" / "blimp"
+BLIMP_DIR = (Path(__file__).resolve().parents[2] / "shared" / "blimp").resolve()
 TEST_PARADIGMS = ("adjunct_island", "anaphor_number_agreement", "determiner_noun_agreement_1")
 TASKS = tuple(f"blimp_{p}" for p in TEST_PARADIGMS)
 LIMIT = 12
@@ -138,24 +138,64 @@ def local_sweep(suite: Path, out: Path, **options):
 # ---------------------------------------------------------------------------------------------------- synthetic
 SYNTHETIC_STEPS = (0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000, 2000, 4000, 8000, 16000, 32000, 64000, 143000)
 SYNTHETIC_MIDPOINTS = {"agreement": 64, "islands": 2000, "binding": 30000}
+TOKENS_PER_STEP = 1000
 SYNTHETIC_MODELS = {
-    "70m": ModelInfo("70m", "70m", 70_000_000, tokens_per_step=1000),
-    "70m-deduped": ModelInfo("70m-deduped", "70m", 70_000_000, deduped=True, tokens_per_step=1000),
-    "160m": ModelInfo("160m", "160m", 160_000_000, tokens_per_step=1000),
+    "70m": ModelInfo("70m", "70m", 70_000_000, tokens_per_step=TOKENS_PER_STEP),
+    "70m-deduped": ModelInfo("70m-deduped", "70m", 70_000_000, deduped=True, tokens_per_step=TOKENS_PER_STEP),
+    "160m": ModelInfo("160m", "160m", 160_000_000, tokens_per_step=TOKENS_PER_STEP),
 }
 
 
-def true_acc(step, midpoint, final=0.85):
-    """A logistic in log step from chance to `final`, halfway at `midpoint` (final 0.5: never learned)."""
-    return 0.5 + (final - 0.5) / (1 + np.exp(-(np.log10(step + 1) - np.log10(midpoint + 1)) / 0.25))
+def logistic_acc(steps, midpoint: float, top: float = 0.85, scale: float = 0.25, floor: float = 0.5) -> np.ndarray:
+    """A logistic in log10 step from `floor` to `top`, halfway at `midpoint`; `scale` in decades (top 0.5 with the
+    default floor: never learned)."""
+    steps = np.asarray(steps, float)
+    return floor + (top - floor) / (1 + np.exp(-(np.log10(steps + 1) - np.log10(midpoint + 1)) / scale))
+
+
+def answers(p: np.ndarray, n_items: int, rng: np.random.Generator) -> np.ndarray:
+    """steps x items 0/1: each item right with the step's accuracy, independently (binomial noise)."""
+    return (rng.random((len(p), n_items)) < np.asarray(p)[:, None]).astype(float)
+
+
+def replicates(steps, correct: np.ndarray, n_boot: int, rng: np.random.Generator):
+    from trajectories.stats import Replicates, bootstrap_items
+
+    return Replicates(np.asarray(steps), correct.mean(1), bootstrap_items(correct, n_boot, rng),
+                      np.ones(len(steps), bool))
+
+
+def quick_replicates(steps, correct: np.ndarray, n_boot: int, rng: np.random.Generator):
+    """As `replicates` (the same items redrawn at every step), by resampled indices: many times faster than
+    `bootstrap_items`' multinomial draws for the hundreds of small null curves the stage tests need."""
+    from trajectories.stats import Replicates
+
+    picks = rng.integers(correct.shape[1], size=(n_boot, correct.shape[1]))
+    return Replicates(np.asarray(steps), correct.mean(1), correct[:, picks].mean(-1), np.ones(len(steps), bool))
+
+
+def task_result(correct, phenomenon: str) -> TaskResult:
+    """A task's result from its items' 0/1 answers, with lm-eval's standard error of the mean."""
+    p, n = float(np.mean(correct)), len(correct)
+    return TaskResult(p, float(np.sqrt(p * (1 - p) / (n - 1))), n, phenomenon)
+
+
+def record(model: ModelInfo, step: int, tasks: dict[str, TaskResult]) -> UnitRecord:
+    from trajectories.schema import SweepSpec
+
+    tokens = step * model.tokens_per_step if model.tokens_per_step else None
+    ckpt = Checkpoint("synthetic", model, step, tokens, path=f"/nowhere/{model.name}/step{step}")
+    return UnitRecord.of(ckpt, UnitResult(tasks, None, {}, {}), SweepSpec("synthetic", ()), None)
 
 
 def unit_result(items: pd.DataFrame, phenomena: dict[str, str]) -> UnitResult:
-    tasks = {}
-    for task, rows in items.groupby("task"):
-        p, n = rows.correct.mean(), len(rows)
-        tasks[task] = TaskResult(p, float(np.sqrt(p * (1 - p) / (n - 1))), n, phenomena[task])
+    tasks = {task: task_result(rows.correct, phenomena[task]) for task, rows in items.groupby("task")}
     return UnitResult(tasks, items, {}, {})
+
+
+def item_rows(model: str, step: int, task: str, correct: np.ndarray, logp_bad: np.ndarray, logp_good: np.ndarray):
+    return pd.DataFrame({"model": model, "step": step, "task": task, "item": np.arange(len(correct)),
+                         "logp_good": logp_good, "logp_bad": logp_bad, "correct": correct > 0})
 
 
 def synthetic_sweep(models=("70m", "160m"), midpoints=None, finals=None, n_items=200, steps=SYNTHETIC_STEPS,
@@ -165,18 +205,18 @@ def synthetic_sweep(models=("70m", "160m"), midpoints=None, finals=None, n_items
     rng = np.random.default_rng(seed)
     units = []
     for name in models:
-        model = SYNTHETIC_MODELS.get(name) or ModelInfo(name, name, tokens_per_step=1000)
+        model = SYNTHETIC_MODELS.get(name) or ModelInfo(name, name, tokens_per_step=TOKENS_PER_STEP)
         mids = (midpoints or {}).get(name, SYNTHETIC_MIDPOINTS)
         phenomena = {f"{phen}_{k}": phen for phen in mids for k in range(2)}
         for step in steps:
             frames = []
             for task, phen in phenomena.items():
-                correct = rng.random(n_items) < true_acc(step, mids[phen], (finals or {}).get(name, {}).get(phen, 0.85))
+                top = (finals or {}).get(name, {}).get(phen, 0.85)
+                correct = rng.random(n_items) < logistic_acc(step, mids[phen], top)
                 bad = rng.normal(-30, 3, n_items)
                 good = bad + np.where(correct, 1, -1) * rng.exponential(1, n_items)
-                frames.append(pd.DataFrame({"model": name, "step": step, "task": task, "item": np.arange(n_items),
-                                            "logp_good": good, "logp_bad": bad, "correct": correct}))
-            ckpt = Checkpoint("synthetic", model, step, step * 1000, path=f"/nowhere/{name}/step{step}")
+                frames.append(item_rows(name, step, task, correct, bad, good))
+            ckpt = Checkpoint("synthetic", model, step, step * TOKENS_PER_STEP, path=f"/nowhere/{name}/step{step}")
             units.append((ckpt, unit_result(pd.concat(frames, ignore_index=True)[list(ITEM_COLUMNS)], phenomena)))
     return units
 
@@ -190,6 +230,68 @@ def synthetic_tables(units, n_boot=200) -> tuple[pd.DataFrame, pd.DataFrame]:
     records = [UnitRecord.of(c, r, spec, None) for c, r in units]
     items = pd.concat([r.items for _, r in units], ignore_index=True)
     return with_phenomena(curves_from_units(records), items, n_boot=n_boot), items
+
+
+def planted_tables(planted: dict[str, dict[str, tuple[str, np.ndarray]]], steps=SYNTHETIC_STEPS, n_items: int = 200,
+                   n_boot: int = 100, seed: int = 0, answers_of=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Curve and item tables of planted curves: planted[model][task] = (phenomenon, accuracy per step).
+    answers_of(model, task, p, rng) may replace the independent draws (e.g. to share answers between models)."""
+    from trajectories.curves import curves_from_units, with_phenomena
+
+    rng = np.random.default_rng(seed)
+    draw = answers_of or (lambda model, task, p, rng: answers(p, n_items, rng))
+    frames, tasks = [], {}
+    for name, planted_tasks in planted.items():
+        for task, (phenomenon, p) in planted_tasks.items():
+            correct = draw(name, task, np.asarray(p), rng)
+            for i, step in enumerate(steps):
+                frames.append(item_rows(name, int(step), task, correct[i], np.where(correct[i] > 0, -1.0, 1.0), 0.0))
+                tasks.setdefault((name, int(step)), {})[task] = task_result(correct[i], phenomenon)
+    records = [record(ModelInfo(name, name, tokens_per_step=TOKENS_PER_STEP), step, results)
+               for (name, step), results in tasks.items()]
+    items = pd.concat(frames, ignore_index=True)[list(ITEM_COLUMNS)]
+    return with_phenomena(curves_from_units(records), items, n_boot=n_boot, seed=seed), items
+
+
+# ---------------------------------------------------------------------------------------------------- W&B
+def wandb_offline_records(run_file: Path) -> list:
+    """The records of an offline W&B run file (`offline-run-*/run-<id>.wandb`), as wandb wrote them: its LevelDB-log
+    framing (a 7-byte file header ":W&B", magic, version; 32 KiB blocks of chunks, each a 7-byte header crc, length,
+    type: 1 full, 2 first, 3 middle, 4 last) around protobuf `Record`s."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2
+
+    data, block, header = run_file.read_bytes(), 32768, 7
+    assert data[:4] == b":W&B", f"{run_file} is not a W&B run file"
+    records, pos, parts = [], header, b""
+    while pos + header <= len(data):
+        left = block - pos % block
+        if left < header:  # a block's tail too short for a chunk header is padding
+            pos += left
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos:pos + header])
+        if length == 0 and kind == 0:
+            pos += left
+            continue
+        parts += data[pos + header:pos + header + length]
+        pos += header + length
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(parts)
+            records.append(record)
+            parts = b""
+    return records
+
+
+def wandb_history(run_file: Path) -> list[dict]:
+    """The history rows of an offline W&B run file, values decoded from JSON, W&B's own `_` keys left out."""
+    rows = []
+    for record in wandb_offline_records(run_file):
+        if record.WhichOneof("record_type") == "history":
+            rows.append({"/".join(i.nested_key) or i.key: json.loads(i.value_json) for i in record.history.item
+                         if not (i.key or i.nested_key[0]).startswith("_")})
+    return rows
 
 
 # ---------------------------------------------------------------------------------------------------- planted rows

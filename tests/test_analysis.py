@@ -8,7 +8,7 @@ import pytest
 
 from tests.helpers import SYNTHETIC_MIDPOINTS as MIDPOINTS
 from tests.helpers import SYNTHETIC_STEPS as STEPS
-from tests.helpers import synthetic_sweep, true_acc, unit_result
+from tests.helpers import logistic_acc, synthetic_sweep, unit_result
 from tests.helpers import synthetic_tables as tables
 from trajectories import analysis
 from trajectories.analysis import AnalysisError
@@ -16,7 +16,7 @@ from trajectories.curves import with_phenomena
 
 
 def true_acquisition(midpoint, fraction=0.5, steps=STEPS):
-    acc = true_acc(np.array(steps), midpoint)
+    acc = logistic_acc(steps, midpoint)
     return steps[int(np.argmax(acc >= 0.5 + fraction * (acc[-1] - 0.5)))]
 
 

@@ -6,9 +6,12 @@ items are resampled within each paradigm, and a phenomenon's replicate is the me
 (stats.py). Otherwise acc ± 1.96 × the reported standard error ("stderr"); a phenomenon's stderr combines its
 paradigms'.
 
-Imported results (`collect(out, imports=...)`) are parsed once and kept in OUT/imported.parquet, so a later collect
-(every sweep runs one) keeps them. A sweep's own row wins over an imported row for the same (model, step, task);
-among imports, the file read last wins.
+A unit not evaluated because its weights are byte-identical to another step's carries that step's results and its
+number in `same_weights_as` (schema.CURVE_OPTIONAL_COLUMNS; the column is there only when some unit has it).
+
+Imported results (`collect(out, imports=...)`) are parsed once and kept in OUT/imported.parquet (their items, from
+lm-eval's samples files, in OUT/imported.items.parquet), so a later collect (every sweep runs one) keeps them. A
+sweep's own row wins over an imported row for the same (model, step, task); among imports, the file read last wins.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from trajectories.schema import (
     CURVE_COLUMNS,
     CURVE_DTYPES,
     CURVE_KEY,
+    CURVE_OPTIONAL_COLUMNS,
+    CURVE_OPTIONAL_DTYPES,
     GRAMMAR,
     Level,
     TaskResult,
@@ -30,7 +35,7 @@ from trajectories.schema import (
     phenomenon_key,
 )
 from trajectories.stats import N_BOOT, Z95, model_replicates
-from trajectories.store import Store, StoreError
+from trajectories.store import Store, StoreError, items_outside
 
 
 def task_row(record: UnitRecord, task: str, result: TaskResult) -> dict:
@@ -42,19 +47,24 @@ def task_row(record: UnitRecord, task: str, result: TaskResult) -> dict:
         "step": record.step, "tokens": record.tokens, "level": str(level),
         "task": task, "phenomenon": result.phenomenon, "acc": acc, "acc_stderr": stderr,
         "ci_low": acc - Z95 * stderr, "ci_high": acc + Z95 * stderr, "ci_method": "stderr", "n": result.n,
+        "same_weights_as": record.same_weights_as,
     }
+
+
+ALL_COLUMNS = [*CURVE_COLUMNS, *CURVE_OPTIONAL_COLUMNS]
+ALL_DTYPES = CURVE_DTYPES | CURVE_OPTIONAL_DTYPES
 
 
 def curves_from_units(records: list[UnitRecord]) -> pd.DataFrame:
     """One row per (model, step, task) of stored units."""
     rows = [task_row(record, task, result) for record in records for task, result in record.tasks.items()]
-    return pd.DataFrame(rows, columns=list(CURVE_COLUMNS)).astype(CURVE_DTYPES)
+    return pd.DataFrame(rows, columns=ALL_COLUMNS).astype(ALL_DTYPES)
 
 
 def with_phenomena(table: pd.DataFrame, items: pd.DataFrame | None = None, n_boot: int = N_BOOT,
                    seed: int = 0) -> pd.DataFrame:
     """Add phenomenon rows, and bootstrap CIs to paradigm rows that have items (items: ITEM_COLUMNS, any models)."""
-    table = table[table.level != Level.PHENOMENON]
+    table = table[table.level != Level.PHENOMENON].reindex(columns=ALL_COLUMNS)  # a table may lack optional columns
     paradigms = table[(table.level == Level.PARADIGM) & table.acc.notna()]
     items_by_model = dict(tuple(items.groupby("model"))) if items is not None and len(items) else {}
     boot, phenomena = [], []
@@ -77,15 +87,21 @@ def with_phenomena(table: pd.DataFrame, items: pd.DataFrame | None = None, n_boo
         # A phenomenon's stderr is the bootstrap's; a paradigm keeps lm-eval's own.
         table.loc[use & (table.level == Level.PHENOMENON), "acc_stderr"] = table.boot_se
         table = table.drop(columns=["boot_low", "boot_high", "boot_se"])
-    table = table[list(CURVE_COLUMNS)].sort_values(["model", "level", "task", "step"], ignore_index=True)
-    return table.astype(CURVE_DTYPES)
+    return tidy(table.sort_values(["model", "level", "task", "step"], ignore_index=True))
+
+
+def tidy(table: pd.DataFrame) -> pd.DataFrame:
+    """The table's columns in order and typed; an optional column only when some row has a value."""
+    table = table.reindex(columns=ALL_COLUMNS).astype(ALL_DTYPES)
+    return table.drop(columns=[c for c in CURVE_OPTIONAL_COLUMNS if table[c].isna().all()])
 
 
 def _phenomenon_rows(paradigms: pd.DataFrame) -> pd.DataFrame:
     grouped = paradigms[paradigms.phenomenon != ""].groupby(["step", "phenomenon"])
     rows = grouped.agg(
         model=("model", "first"), size=("size", "first"), params=("params", "first"),
-        deduped=("deduped", "first"), tokens=("tokens", "first"), acc=("acc", "mean"),
+        deduped=("deduped", "first"), tokens=("tokens", "first"), same_weights_as=("same_weights_as", "first"),
+        acc=("acc", "mean"),
         var=("acc_stderr", lambda se: (se**2).sum() / len(se) ** 2), n=("n", lambda n: n.sum(min_count=1)),
     ).reset_index()
     rows["acc_stderr"] = np.sqrt(rows.pop("var"))
@@ -103,9 +119,12 @@ def collect(out: str | Path, imports: list[str | Path] | str | None = None, n_bo
                          f"`trajectories analyze {store.out}` reports it")
     if imports:
         new = import_lm_eval_json(expand_imports(imports))
-        old = store.imported()
-        both = pd.concat([old, new], ignore_index=True) if old is not None else new
+        old, old_items = store.imported(), store.imported_items()
+        both = pd.concat([old, new.curves], ignore_index=True) if old is not None else new.curves
         store.save_imported(both.drop_duplicates(list(CURVE_KEY), keep="last").astype(CURVE_DTYPES))
+        # A new file's row replaces an old one, with its items or with none.
+        kept = items_outside(old_items, new.curves) if old_items is not None else None
+        store.save_imported_items(pd.concat([kept, new.items], ignore_index=True) if kept is not None else new.items)
     imported = store.imported()
     if imported is None:
         store.spec()  # a clear error if OUT is neither a sweep folder nor holds imports
@@ -115,7 +134,7 @@ def collect(out: str | Path, imports: list[str | Path] | str | None = None, n_bo
     parts = [t for t in (curves_from_units(records), imported) if t is not None and len(t)]
     table = pd.concat(parts, ignore_index=True).drop_duplicates(list(CURVE_KEY), keep="first")
     # One model's items at a time: a full suite's items need not fit in memory together.
-    table = pd.concat([with_phenomena(rows, store.items(model), n_boot, seed)
-                       for model, rows in table.groupby("model")], ignore_index=True)
+    table = tidy(pd.concat([with_phenomena(rows, store.items(model), n_boot, seed)
+                            for model, rows in table.groupby("model")], ignore_index=True))
     store.save_curves(table)
     return table

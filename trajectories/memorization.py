@@ -227,4 +227,4 @@ class MemorizationEvaluator:
         if bad:
             raise EvaluationError(f"{ckpt.describe()}: {bad} rows have NaN or infinite log-probabilities")
         seconds = {"read": fetched.seconds, "load": loaded - started, "evaluate": scored - loaded}
-        return UnitResult({}, items, seconds, provenance(fetched.commit, model, self.batch_size))
+        return UnitResult({}, items, seconds, provenance(fetched, model, self.batch_size))

@@ -3,7 +3,8 @@ from their analysis tables (analysis.memorization_tables).
 
 Every figure encodes a model the same way: colour = model size ordered by parameter count, solid = standard data,
 dotted = deduplicated data. Steps (or tokens) are on a symlog axis, so step 0 and the log-spaced early checkpoints
-are visible; the dashed grey line is chance (0.5) for minimal-pair tasks.
+are visible; the dashed grey line is chance (0.5) for minimal-pair tasks. On the curves, an open circle marks a
+checkpoint whose weights are identical to an earlier step's (`same_weights_as`): its value is that step's.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def model_styles(curves: pd.DataFrame) -> dict[str, dict]:
     }
 
 
-def _legend(fig, styles: dict, models, chance: bool) -> None:
+def _legend(fig, styles: dict, models, chance: bool, same_weights: bool = False) -> None:
     """Sizes and variants of the models drawn (colours stay those of the whole table)."""
     styles = {m: styles[m] for m in models}
     handles = [Line2D([], [], color=s["color"], lw=2, label=s["size"])
@@ -69,6 +70,9 @@ def _legend(fig, styles: dict, models, chance: bool) -> None:
                     Line2D([], [], color="0.2", ls=":", lw=2, label="deduped")]
     if chance:
         handles.append(Line2D([], [], color="0.5", ls="--", lw=1, label="chance"))
+    if same_weights:
+        handles.append(Line2D([], [], color="0.2", ls="", marker="o", mfc="none", label="same weights as an\n"
+                                                                                         "earlier step"))
     fig.legend(handles=handles, title="model size", loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
 
 
@@ -119,6 +123,9 @@ def line_grid(data: pd.DataFrame, panel: str, out_dir: Path, stem: str, title: s
             style = styles[model]
             ax.plot(curve[x], curve.acc, color=style["color"], ls=style["linestyle"], lw=1.6)
             ax.fill_between(curve[x], curve.ci_low, curve.ci_high, color=style["color"], alpha=0.18, lw=0)
+            if "same_weights_as" in curve:
+                same = curve[curve.same_weights_as.notna()]
+                ax.plot(same[x], same.acc, ls="", marker="o", ms=5, mfc="none", color=style["color"], mew=1.2)
         if chance:
             ax.axhline(CHANCE, color="0.5", ls="--", lw=1)
         elif rows.task.str.contains("perplexity").all() and (rows.acc > 0).all():
@@ -132,7 +139,8 @@ def line_grid(data: pd.DataFrame, panel: str, out_dir: Path, stem: str, title: s
     fig.supxlabel(X_LABELS[x])
     fig.supylabel(ylabel)
     fig.tight_layout()
-    _legend(fig, styles, data.model.unique(), chance)
+    _legend(fig, styles, data.model.unique(), chance,
+            "same_weights_as" in data and bool(data.same_weights_as.notna().any()))
     return save(fig, out_dir, stem)
 
 
