@@ -192,6 +192,8 @@ class MemorizationEvaluator:
             fetched = self.fetcher.get(ckpt)
             self.model_loads += 1
             return fetched, fetched.model.to(self.settings.device)
+        except EvaluationError:  # the load guard's, which names what is wrong
+            raise
         except Exception as err:  # noqa: BLE001 - any load failure (missing revision, corrupt weights) fails the unit
             raise EvaluationError(f"could not load {ckpt.describe()}: {type(err).__name__}: {err}") from err
         finally:
