@@ -129,12 +129,13 @@ def collect(out: str | Path, imports: list[str | Path] | str | None = None, n_bo
     if imported is None:
         store.spec()  # a clear error if OUT is neither a sweep folder nor holds imports
     records = store.records() if store.is_sweep() else []
+    store.warn_damaged()
     if not records and imported is None:
         raise StoreError(f"{store.out} has no completed units yet; `trajectories status {store.out}` shows why")
     parts = [t for t in (curves_from_units(records), imported) if t is not None and len(t)]
     table = pd.concat(parts, ignore_index=True).drop_duplicates(list(CURVE_KEY), keep="first")
     # One model's items at a time: a full suite's items need not fit in memory together.
-    table = tidy(pd.concat([with_phenomena(rows, store.items(model), n_boot, seed)
+    table = tidy(pd.concat([with_phenomena(rows, store.items(model, records), n_boot, seed)
                             for model, rows in table.groupby("model")], ignore_index=True))
     store.save_curves(table)
     return table
