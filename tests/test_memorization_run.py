@@ -5,6 +5,7 @@ transformers' own `generate`; resume, refusals, worker processes."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -130,7 +131,7 @@ def test_worker_processes_give_the_local_results(planted, scored, tmp_path, caps
     key = ["model", "step", "row"]
     pd.testing.assert_frame_equal(tj.load_items(tmp_path).sort_values(key, ignore_index=True),
                                   tj.load_items(scored).sort_values(key, ignore_index=True))
-    assert {r.by["job"] for r in Store(tmp_path).records()} <= {j["job"] for j in Store(tmp_path).jobs()}
+    assert {r.by["job"] for r in Store(tmp_path).records()} <= {j["job"] for j in Store(tmp_path).jobs()[0]}
 
 
 def test_analysis_detects_the_repetition_effect_and_reports_recency(scored, capsys):
@@ -154,12 +155,45 @@ def test_analysis_detects_the_repetition_effect_and_reports_recency(scored, caps
     assert (scored / "report" / "report.html").stat().st_size > 10_000
 
 
+def test_damaged_units_and_rows_are_reported_and_healed(planted, scored, tmp_path, capsys):
+    """A unit whose items lack a row, one whose record is garbage, and then a torn rows file: `status` names what is
+    damaged, and one rerun with the same options moves the damaged files aside and scores those units again."""
+    suite, _ = planted
+    out = tmp_path / "out"
+    shutil.copytree(scored, out)
+    short, garbage = out / "units" / "planted" / "step40.items.parquet", out / "units" / "planted" / "step80.json"
+    n = len(pd.read_parquet(short))
+    pd.read_parquet(short).iloc[1:].to_parquet(short)
+    garbage.write_text("{not json")
+    assert main(["status", str(out)]) == 0
+    status = capsys.readouterr().out
+    assert f"damaged planted step 40: {short.with_suffix('').with_suffix('.json')}: its items file " \
+           f"step40.items.parquet has {n - 1} rows; expected {n}" in status
+    assert f"damaged planted step 80: {garbage}: not a unit record" in status
+    (out / "rows.parquet").write_bytes(b"PAR1 torn")
+    assert main(["status", str(out)]) == 0
+    assert "damaged planted step 0:" in (status := capsys.readouterr().out) and "rows.parquet is damaged" in status
+    assert main(memorization_args(suite, out)) == 0
+    report = capsys.readouterr().out
+    assert "memorization: 2 evaluated, 1 already done" in report and "damaged planted step 80:" in report
+    assert sorted(p.name for p in (out / "damaged").rglob("*") if p.is_file()) == [
+        "rows.parquet", "step40.items.parquet", "step40.json", "step80.items.parquet", "step80.json"]
+    key = ["model", "step", "row"]
+    pd.testing.assert_frame_equal(tj.load_items(out).sort_values(key, ignore_index=True),
+                                  tj.load_items(scored).sort_values(key, ignore_index=True))
+    pd.testing.assert_frame_equal(Store(out).rows(), Store(scored).rows())
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--models", "tiny,small"], "no training data for the standard models: give --data standard=PATH"),
     (["--data", "missing.bin"], "training data file missing.bin does not exist"),
     (["--data", "deduped=x.bin,weird=y.bin"], "--data names data variant 'weird'"),
     (["--prefix", "40"], "prefix + continuation = 72 tokens, but rows are 64 long"),
     (["--sample", "100000"], "--sample 100000 is more rows than"),
+    (["--strata", "0"], "--strata 0: expected a whole number >= 1"),
+    (["--batch-size", "0"], "--batch-size 0: expected a whole number >= 1, or auto"),
+    (["--dtype", "float8"], "--dtype 'float8': expected one of auto, float32"),
+    (["--device", "tpu"], "--device 'tpu': expected one of cpu, cuda"),
 ])
 def test_bad_input_errors(planted, tiny_suite, tmp_path, capsys, extra, message):
     suite = tiny_suite if "--models" in extra else planted[0]
