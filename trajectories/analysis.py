@@ -10,6 +10,8 @@
 - `suspicious_checkpoints`: checkpoints that look mislabelled or duplicated.
 - `reused_checkpoints`: checkpoints the sweep did not evaluate because their weights are another step's.
 - `analyze`: every table `trajectories analyze` reports, model by model.
+- `memorization_tables`: every table of a memorization run's report, from its per-row results
+  (schema.MEMORIZATION_COLUMNS), with the statistics of memorization_analysis.py.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import pandas as pd
 from scipy import stats
 from scipy.optimize import isotonic_regression
 
+from trajectories import memorization_analysis as ma
 from trajectories.errors import UserError
 from trajectories.schema import CURVE_COLUMNS, ITEM_COLUMNS, Level
 from trajectories.stats import N_BOOT, Z95, Replicates, model_replicates, task_replicates
@@ -322,3 +325,93 @@ def analyze(curves: pd.DataFrame, items_of: Callable[[str], pd.DataFrame | None]
         "suspicious": pd.concat(found, ignore_index=True) if found else suspicious[0],
         "reused": reused_checkpoints(curves),
     }
+
+
+# ---------------------------------------------------------------------------------------------------- memorization
+ROW_SETS = {"sampled": False, "canaries": True}  # the `rows` column of memorization tables: which rows they count
+POSITION_BINS = {"sampled": 10, "canaries": 3}  # canaries are placed early, in the middle and late: thirds
+MIN_ROWS_PER_BIN = 5  # the Poisson check's bins of consecutive rows: at most 50, each of at least this many rows
+
+
+def _per_set(sets: dict[str, pd.DataFrame], function, **options) -> pd.DataFrame:
+    return pd.concat([function(rows, **options).assign(rows=name) for name, rows in sets.items()], ignore_index=True)
+
+
+def _rate(seen: pd.DataFrame) -> pd.DataFrame:
+    out = seen.groupby(ma.KEYS).memorized.agg(n="size", memorized="sum").reset_index()
+    out["rate"] = out.memorized / out.n
+    out["ci_low"], out["ci_high"] = ma.wilson(out.memorized, out.n)
+    return out
+
+
+def _poisson(sampled: pd.DataFrame, function) -> pd.DataFrame:
+    frames = []
+    for _, checkpoint in ma.seen_rows(sampled).groupby(ma.KEYS):
+        n_bins = min(50, len(checkpoint) // MIN_ROWS_PER_BIN)
+        if n_bins >= 2:
+            frames.append(function(checkpoint, n_bins=n_bins))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _predictability(items: pd.DataFrame, models: pd.DataFrame) -> pd.DataFrame:
+    """Each model's last checkpoint as the target; predictors: its earlier checkpoints, and the last checkpoint of
+    every other model trained on the same data (row numbers of another data file are other rows)."""
+    last = items.groupby("model").step.max()  # items: seen rows only, so every checkpoint here has some
+    deduped = models.set_index("model").deduped.astype(bool)
+    checkpoints = items[["model", "step"]].drop_duplicates().sort_values(["model", "step"])
+    frames = []
+    for model in sorted(last.index):
+        earlier = [(model, int(s)) for s in checkpoints[checkpoints.model == model].step if s < last[model]]
+        others = [(m, int(last[m])) for m in last.index if m != model and deduped[m] == deduped[model]]
+        if earlier + others:
+            frames.append(ma.predictability(items, model, int(last[model]), earlier + others))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _repetitions(canaries: pd.DataFrame, n_boot: int, n_perm: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Rate per repetition count, and the repetition effect where a model's canaries have several counts."""
+    rates, effects = [], []
+    for _, rows in canaries.groupby("model"):
+        meta = rows[["row", "repetitions"]].drop_duplicates("row")
+        rates.append(ma.rate_by_repetitions(rows, meta))
+        if meta.repetitions.nunique() > 1:
+            effects.append(ma.repetition_effect(rows, meta, n_boot=n_boot, n_perm=n_perm, seed=seed))
+    return (pd.concat(rates, ignore_index=True), pd.concat(effects, ignore_index=True) if effects else pd.DataFrame())
+
+
+def memorization_tables(items: pd.DataFrame, models: pd.DataFrame, n_boot: int = ma.N_BOOT, n_perm: int = ma.N_PERM,
+                        seed: int = 0) -> dict[str, pd.DataFrame]:
+    """Every table of a memorization report, by the name of its CSV, from the per-row results of every unit
+    (schema.MEMORIZATION_COLUMNS) and the models (model, size, params, deduped). Tables that count rows say which in
+    their `rows` column: "sampled" (the stratified sample) or "canaries" (rows the suite planted, with known
+    repetitions); each holds only rows its checkpoint has seen.
+
+    memorization_by_position: rate per bin of training position (10 bins; canaries: thirds) with Wilson CIs;
+    memorization_rate: rows scored, memorized and the rate (Wilson CI) per checkpoint;
+    recency: the slope of memorization on training position (bootstrap CI, permutation p) and the last 10% of
+    training against the rest; poisson, poisson_qq: the index-of-dispersion test and Q-Q points of sampled rows;
+    persistence: the share of memorized rows still memorized at later checkpoints; predictability: earlier
+    checkpoints and other models as predictors of each model's last checkpoint; canary_grid: canaries' rate per
+    repetition count and third of training; repetitions, repetition_effect: rate per repetition count and the slope
+    per doubling (bootstrap CI within counts, permutation p), the most against the least repeated."""
+    seen = ma.seen_rows(items)
+    sets = {name: seen[seen.canary == flag] for name, flag in ROW_SETS.items() if (seen.canary == flag).any()}
+    tables = {
+        "memorization_rate": _per_set(sets, _rate),
+        "memorization_by_position": pd.concat(
+            [ma.rate_by_position(rows, POSITION_BINS[name]).assign(rows=name) for name, rows in sets.items()],
+            ignore_index=True),
+        "recency": _per_set(sets, ma.recency, n_boot=n_boot, n_perm=n_perm, seed=seed),
+        "persistence": ma.persistence(seen),
+        "predictability": _predictability(seen, models),
+    }
+    if "sampled" in sets:
+        tables["poisson"] = _poisson(sets["sampled"], ma.poisson_dispersion)
+        tables["poisson_qq"] = _poisson(sets["sampled"], ma.poisson_qq)
+    if "canaries" in sets:
+        canaries = sets["canaries"]
+        tables["canary_grid"] = pd.concat(
+            [ma.rate_by_position(rows, POSITION_BINS["canaries"]).assign(repetitions=count)
+             for count, rows in canaries.groupby("repetitions")], ignore_index=True)
+        tables["repetitions"], tables["repetition_effect"] = _repetitions(canaries, n_boot, n_perm, seed)
+    return tables

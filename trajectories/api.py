@@ -4,6 +4,7 @@
     summary = tj.sweep("local:runs/suite", "minigrammar", out="results/mini", limit=100)
     curves = tj.load_curves("results/mini")          # the tidy curve table (pandas)
     tj.plot("results/mini"); report = tj.analyze("results/mini")
+    tj.measure_memorization("local:runs/suite", out="results/mini_mem"); tj.analyze("results/mini_mem")
 """
 
 from __future__ import annotations
@@ -19,13 +20,19 @@ from trajectories.engine import SweepSummary
 from trajectories.errors import UserError
 from trajectories.integrity import Audit
 from trajectories.schema import (
+    DATA_VARIANTS,
     DTYPES,
     DUPLICATE_POLICIES,
     EVICT_POLICIES,
     EXECUTORS,
     ITEM_COLUMNS,
+    MEMORIZATION,
+    MEMORIZATION_COLUMNS,
+    TOKEN_DTYPES,
     EvalSettings,
+    MemorizationSpec,
     SweepSpec,
+    data_variant,
 )
 from trajectories.store import Store
 from trajectories.wandb_runs import require_wandb
@@ -89,6 +96,25 @@ def _device(device: str | None) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def _run_device(device: str | None, dtype: str, batch_size: int | str, evict: str, executor: str,
+                workers: int | None, units_per_job: int, slurm_options: dict) -> str:
+    """Check the options of how units run (both experiments' runs take them); returns the device to run on."""
+    _count("--batch-size", batch_size, also="auto")
+    _choice("--dtype", dtype, DTYPES)
+    _choice("--evict", evict, EVICT_POLICIES)
+    _choice("--executor", executor, EXECUTORS)
+    _count("--workers", workers)
+    _count("--units-per-job", units_per_job)
+    _count("--gpus-per-job", slurm_options.get("gpus_per_job"), minimum=0)
+    _count("--cpus-per-job", slurm_options.get("cpus_per_job"))
+    _count("--array-parallelism", slurm_options.get("array_parallelism"))
+    if executor == "slurm" and not device:  # the jobs' device, not this machine's
+        device = "cuda" if slurm_options.get("gpus_per_job") else "cpu"
+    device = _device(device)
+    check_device(device, here=executor != "slurm")
+    return device
+
+
 def _executor(executor: str, workers: int | None, slurm_options: dict, units_per_job: int):
     from trajectories import executors, slurm
 
@@ -128,20 +154,8 @@ def sweep(suite: str, tasks: str | list[str], steps: str = "all", out: str | Pat
 
     slurm_options = slurm_options or {}
     _count("--limit", limit)
-    _count("--batch-size", batch_size, also="auto")
-    _choice("--dtype", dtype, DTYPES)
-    _choice("--evict", evict, EVICT_POLICIES)
     _choice("--duplicates", duplicates, DUPLICATE_POLICIES)
-    _choice("--executor", executor, EXECUTORS)
-    _count("--workers", workers)
-    _count("--units-per-job", units_per_job)
-    _count("--gpus-per-job", slurm_options.get("gpus_per_job"), minimum=0)
-    _count("--cpus-per-job", slurm_options.get("cpus_per_job"))
-    _count("--array-parallelism", slurm_options.get("array_parallelism"))
-    if executor == "slurm" and not device:  # the jobs' device, not this machine's
-        device = "cuda" if slurm_options.get("gpus_per_job") else "cpu"
-    device = _device(device)
-    check_device(device, here=executor != "slurm")
+    device = _run_device(device, dtype, batch_size, evict, executor, workers, units_per_job, slurm_options)
     if wandb_project:
         require_wandb()  # before the sweep's hours of work, not after
     task_spec = tasks if isinstance(tasks, str) else ",".join(tasks)
@@ -173,6 +187,67 @@ def audit(suite: str, models: list[str] | str | None = None, steps: str = "all",
 
     chosen_suite = get_suite(suite)
     return audit_checkpoints(chosen_suite, resolve_checkpoints(chosen_suite, model_names(models), steps), progress)
+
+
+def measure_memorization(
+        suite: str, data: str | dict[str, str] | None = None, steps: str = "all", out: str | Path | None = None,
+        models: list[str] | str | None = None, sample: int = 10_000, strata: int = 100, seed: int = 0,
+        prefix: int = 32, continuation: int = 32, generate: bool = False, ban_eos: bool = True,
+        row_len: int | None = None, rows_per_step: int | None = None, token_dtype: str | None = None,
+        device: str | None = None, dtype: str = "auto", batch_size: int | str = "auto", evict: str = "auto",
+        force: bool = False, trust_remote_code: bool = False, executor: str = "local", workers: int | None = None,
+        units_per_job: int = 16, slurm_options: dict | None = None, progress: bool = True) -> SweepSummary:
+    """Score training rows for memorization at every checkpoint `suite`, `models` and `steps` name, into `out`
+    (`trajectories memorization`); resumable like `sweep`, through the same engine and executors.
+
+    data: the training-data file in training order (EleutherAI's pre-shuffled .bin/.idx layout): one path, or
+    {"standard": path, "deduped": path} (or "standard=PATH,deduped=PATH") when both variants' models are chosen;
+    default: the files a local suite's suite.json names. row_len, rows_per_step, token_dtype: its layout (default:
+    suite.json's, else Pythia's 2049, 1024 and the .idx's dtype). sample rows are drawn per data file, stratified
+    over `strata` runs of training (seeded), plus the suite's canaries; each checkpoint scores those it has seen:
+    memorized (prefix tokens, then `continuation` tokens reproduced greedily), logp and, with generate=True,
+    EleutherAI's match_fraction. ban_eos=False lets continuations contain EOS (rows that pack short documents).
+
+    Every option is checked before anything is written or loaded: a bad one raises a UserError naming the value
+    and what is valid."""
+    from trajectories.engine import run_sweep
+    from trajectories.suites import get_suite, model_names, resolve_checkpoints
+    from trajectories.trainingdata import parse_data_option, resolve_data, rows_to_score
+
+    slurm_options = slurm_options or {}
+    for option, value, minimum in (("--sample", sample, 0), ("--strata", strata, 1), ("--seed", seed, 0),
+                                   ("--prefix", prefix, 1), ("--continuation", continuation, 1),
+                                   ("--row-len", row_len, 2), ("--rows-per-step", rows_per_step, 1)):
+        _count(option, value, minimum)
+    if token_dtype is not None:
+        _choice("--token-dtype", token_dtype, TOKEN_DTYPES)
+    device = _run_device(device, dtype, batch_size, evict, executor, workers, units_per_job, slurm_options)
+    chosen_suite = get_suite(suite)
+    checkpoints = resolve_checkpoints(chosen_suite, model_names(models), steps)
+    declared = chosen_suite.training_data or {}
+    # Every variant with a known file is part of the spec, so choosing more models later resumes the same run.
+    known = set(declared.get("files", {})) | (set(parse_data_option(data)) - {""})
+    variants = [v for v in DATA_VARIANTS if v in known | {data_variant(c.model) for c in checkpoints}]
+    files = resolve_data(data, variants, declared, row_len, rows_per_step, token_dtype)
+    layout = files[variants[0]]
+    if prefix + continuation > layout.row_len:
+        raise UserError(f"prefix + continuation = {prefix + continuation} tokens, but rows are {layout.row_len} long")
+    # The sample spans each variant's whole training (its models' last checkpoint), whichever models and steps are
+    # chosen now, so a later run with more of them scores the same rows.
+    max_steps = {v: max((chosen_suite.steps(m)[-1] for m in chosen_suite.models.values() if data_variant(m) == v),
+                        default=files[v].n_steps) for v in variants}
+    rows = rows_to_score(files, max_steps, sample, strata, seed, declared.get("canaries"))
+    chosen_models = list({c.model.name: c.model for c in checkpoints}.values())
+    spec = MemorizationSpec(chosen_suite.name, tuple((v, str(Path(files[v].path).resolve())) for v in variants),
+                            layout.row_len, layout.rows_per_step, token_dtype, sample, strata, seed, prefix,
+                            continuation, generate, ban_eos, dtype, trust_remote_code,
+                            chosen_suite.fingerprint(chosen_models))
+    settings = EvalSettings(device, batch_size, None, evict)
+    out = Path(out) if out else default_out(suite, MEMORIZATION)
+    # Audited like a sweep's checkpoints, but identical checkpoints are each scored: a later one has seen more rows.
+    return run_sweep(spec, checkpoints, out, settings, force=force, suite_description=chosen_suite.description,
+                     progress=progress, executor=_executor(executor, workers, slurm_options, units_per_job),
+                     suite=chosen_suite, duplicates="evaluate", rows=rows)
 
 
 def collect(out: str | Path, imports: list[str] | str | None = None) -> pd.DataFrame:
@@ -211,9 +286,13 @@ def load_curves(out: str | Path) -> pd.DataFrame:
 
 
 def load_items(out: str | Path, model: str | None = None) -> pd.DataFrame:
-    """Per-item results (columns: schema.ITEM_COLUMNS) of OUT's completed units, of every model or of one."""
-    items = Store(out).items(model)
-    return items if items is not None else pd.DataFrame(columns=list(ITEM_COLUMNS))
+    """Per-item results of OUT's completed units, of every model or of one: a grammar sweep's items (columns:
+    schema.ITEM_COLUMNS), or a memorization run's scored rows (schema.MEMORIZATION_COLUMNS)."""
+    store = Store(out)
+    items = store.items(model)
+    if items is not None:
+        return items
+    return pd.DataFrame(columns=list(MEMORIZATION_COLUMNS if store.spec().kind == MEMORIZATION else ITEM_COLUMNS))
 
 
 def status(out: str | Path) -> str:
@@ -224,10 +303,13 @@ def status(out: str | Path) -> str:
 
 
 def plot(out: str | Path, x: str = "step", phenomenon: str | None = None, task: str | None = None) -> list[Path]:
-    """Learning-curve figures (PNG + SVG) under OUT/plots/; returns their paths."""
+    """Learning-curve figures (PNG + SVG) under OUT/plots/ (a memorization run's: its analysis figures); returns
+    their paths."""
     from trajectories.plots import plot_all
 
     store = Store(out)
+    if store.is_sweep() and store.spec().kind == MEMORIZATION:
+        return analyze(out).figures
     return plot_all(store.curves(), store.plots_dir, x=x, phenomenon=phenomenon, task=task)
 
 
@@ -244,12 +326,15 @@ class Analysis:
 
 def analyze(out: str | Path, fraction: float = 0.5, n_boot: int | None = None, seed: int = 0) -> Analysis:
     """Acquisition steps, orders and their agreement, standard vs deduped, one-dimensionality and suspicious
-    checkpoints, with figures: OUT/report/ (CSV tables, report.md, report.html)."""
+    checkpoints, with figures: OUT/report/ (CSV tables, report.md, report.html). For a memorization run: recency,
+    the Poisson check, persistence, predictability and repetition (analysis.memorization_tables)."""
     from trajectories import analysis, plots, report
     from trajectories.schema import Level
     from trajectories.stats import N_BOOT
 
     store = Store(out)
+    if store.is_sweep() and store.spec().kind == MEMORIZATION:
+        return _analyze_memorization(store, n_boot or N_BOOT, seed)
     curves = store.curves()
     records = store.records() if store.is_sweep() else []
     store.warn_damaged()
@@ -265,6 +350,29 @@ def analyze(out: str | Path, fraction: float = 0.5, n_boot: int | None = None, s
     item_models = len({r.model.name for r in records} & set(curves.model))
     title = f"Grammar acquisition report: {store.out.resolve().name}"
     blocks = report.document(title, curves, tables, fraction, figures, item_models, requested, store.failures())
+    markdown = store.save_report_file("report.md", report.to_markdown(blocks, store.out))
+    html = store.save_report_file("report.html", report.to_html(blocks, title))
+    return Analysis(tables, store.report_dir, html, markdown, figures)
+
+
+def _analyze_memorization(store: Store, n_boot: int, seed: int) -> Analysis:
+    from trajectories import analysis, plots, report
+    from trajectories.store import StoreError
+
+    records = store.records()
+    store.warn_damaged()
+    items = store.items(records=records)
+    if items is None:
+        raise StoreError(f"{store.out} has no completed units yet; `trajectories status {store.out}` shows why")
+    models = pd.DataFrame([{"model": r.model.name, "size": r.model.size, "params": r.model.params,
+                            "deduped": bool(r.model.deduped)} for r in records]).drop_duplicates("model")
+    tables = analysis.memorization_tables(items, models, n_boot, n_boot, seed)
+    for name, table in tables.items():
+        store.save_report_table(name, table)
+    figures = plots.memorization_figures(tables, models, store.plots_dir)
+    title = f"Memorization report: {store.out.resolve().name}"
+    blocks = report.memorization_document(title, store.spec(), tables, figures, store.rows(), store.requested(),
+                                          store.failures())
     markdown = store.save_report_file("report.md", report.to_markdown(blocks, store.out))
     html = store.save_report_file("report.html", report.to_html(blocks, title))
     return Analysis(tables, store.report_dir, html, markdown, figures)

@@ -28,6 +28,7 @@ from trajectories.schema import (
     CURVE_KEY,
     CURVE_OPTIONAL_COLUMNS,
     CURVE_OPTIONAL_DTYPES,
+    GRAMMAR,
     Level,
     TaskResult,
     UnitRecord,
@@ -113,6 +114,9 @@ def collect(out: str | Path, imports: list[str | Path] | str | None = None, n_bo
     """Rebuild OUT/curves.parquet and OUT/curves.csv from OUT's completed units and imported results (added to
     OUT/imported.parquet by `imports`: paths or globs of lm-eval results JSON files); return the table."""
     store = Store(out)
+    if store.is_sweep() and store.spec().kind != GRAMMAR:
+        raise StoreError(f"{store.out} holds a {store.spec().kind} run, which has no learning curves; "
+                         f"`trajectories analyze {store.out}` reports it")
     if imports:
         new = import_lm_eval_json(expand_imports(imports))
         old, old_items = store.imported(), store.imported_items()

@@ -1,5 +1,6 @@
 """The sweep engine: evaluate every pending (model, step) unit and store it; resumable, one failure never stops the
-rest.
+rest. Both experiments run through it: grammar sweeps and memorization runs (the spec's kind selects the unit
+evaluator, executors.new_evaluator).
 
 The units are evaluated by an executor (executors.py): in this process by default, or in worker processes or Slurm
 jobs. Whichever ran them, the outcome is read back from the store, so the summary and curves are the same.
@@ -17,11 +18,13 @@ import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import pandas as pd
+
 from trajectories import locks
 from trajectories.curves import collect
 from trajectories.executors import LocalExecutor, by_sweep
 from trajectories.integrity import Audit, reuse_lines
-from trajectories.schema import Checkpoint, EvalSettings, SweepSpec, UnitResult, UnitState
+from trajectories.schema import GRAMMAR, Checkpoint, EvalSettings, MemorizationSpec, SweepSpec, UnitResult, UnitState
 from trajectories.store import Store
 
 
@@ -39,15 +42,17 @@ class SweepSummary:
     seconds: float = 0.0
     model_loads: int = 0
     wandb_run: str | None = None  # the W&B run's URL (or folder, offline) when the curves were logged there
+    kind: str = GRAMMAR
 
     @property
     def ok(self) -> bool:
         return not self.failed and not self.left
 
     def report(self) -> str:
+        what = "sweep" if self.kind == GRAMMAR else self.kind
         store = Store(self.out)
         lines = [
-            f"sweep: {len(self.done)} evaluated, {len(self.skipped)} already done, {len(self.failed)} failed, "
+            f"{what}: {len(self.done)} evaluated, {len(self.skipped)} already done, {len(self.failed)} failed, "
             f"{len(self.reused)} reused (identical weights) in {self.seconds:.1f} s"
         ]
         lines += [f"  damaged {ckpt.model.name} step {ckpt.step}: {reason}; its files were moved to "
@@ -61,23 +66,27 @@ class SweepSummary:
         if self.jobs:
             lines.append(f"jobs:    {' '.join(self.jobs)} (logs in {store.jobs_dir})")
         lines.append(f"results: {store.units}")
-        if store.curves_path.exists():
+        if self.kind != GRAMMAR:
+            lines.append(f"rows:    {store.rows_path}; analyse with `trajectories analyze {self.out}`")
+        elif store.curves_path.exists():
             lines.append(f"curves:  {store.curves_path} (and .csv)")
         lines += [f"W&B:     {self.wandb_run}"] if self.wandb_run else []
         return "\n".join(lines)
 
 
 def run_sweep(
-    spec: SweepSpec, checkpoints: list[Checkpoint], out: str | Path, settings: EvalSettings, force: bool = False,
-    suite_description: str = "", progress: bool = True, executor=None, suite=None, duplicates: str = "reuse",
+    spec: SweepSpec | MemorizationSpec, checkpoints: list[Checkpoint], out: str | Path, settings: EvalSettings,
+    force: bool = False, suite_description: str = "", progress: bool = True, executor=None, suite=None,
+    duplicates: str = "reuse", rows: pd.DataFrame | None = None,
 ) -> SweepSummary:
-    """`suite`: the checkpoints' suite, to audit them (None: no audit); `duplicates`: "reuse" or "evaluate"."""
+    """`suite`: the checkpoints' suite, to audit them (None: no audit); `duplicates`: "reuse" or "evaluate";
+    `rows`: a memorization run's training rows to score (schema.ROW_COLUMNS), recorded in OUT."""
     from trajectories.suites import audit_checkpoints
 
     started, started_at = time.perf_counter(), time.time()
     store = Store(out)
-    store.open(spec, checkpoints, suite_description)
-    summary = SweepSummary(store.out)
+    store.open(spec, checkpoints, suite_description, rows)
+    summary = SweepSummary(store.out, kind=spec.kind)
     sweep = uuid.uuid4().hex[:12]  # each unit's record names the sweep that evaluated it
     owner = locks.owner(sweep)
     failing, groups = {}, {}
@@ -119,7 +128,7 @@ def run_sweep(
     for ckpt, source in followers.items():
         _reuse(store, ckpt, source, spec, owner, force, summary)
     summary.damaged = [(ckpt, why) for ckpt, why in summary.damaged if ckpt not in summary.left]
-    if store.records():
+    if spec.kind == GRAMMAR and store.records():  # a memorization folder has no curves: `analyze` reads its rows
         collect(store.out)
     summary.seconds = time.perf_counter() - started
     return summary

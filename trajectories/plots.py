@@ -1,4 +1,5 @@
-"""Figures of learning curves (PNG and SVG), drawn from the curve table alone.
+"""Figures of learning curves (PNG and SVG), drawn from the curve table alone, and of memorization runs, drawn
+from their analysis tables (analysis.memorization_tables).
 
 Every figure encodes a model the same way: colour = model size ordered by parameter count, solid = standard data,
 dotted = deduplicated data. Steps (or tokens) are on a symlog axis, so step 0 and the log-spaced early checkpoints
@@ -293,3 +294,120 @@ def plot_all(curves: pd.DataFrame, out_dir: Path, x: str = "step", phenomenon: s
     if not paths:
         raise AnalysisError("the curve table holds nothing to plot")
     return paths
+
+
+# ---------------------------------------------------------------------------------------------------- memorization
+def _at_last_checkpoint(table: pd.DataFrame, step: str = "step") -> pd.DataFrame:
+    """Each model's rows at its own last checkpoint."""
+    return table[table[step] == table.groupby("model")[step].transform("max")]
+
+
+def _model_lines(ax, rows: pd.DataFrame, x: str, y: str, styles: dict, log: bool = False) -> None:
+    """One line per model with its 95% interval (columns ci_low, ci_high) as error bars; models are set slightly
+    apart along x so that equal values (often 0) stay readable."""
+    models = sorted(rows.model.unique(), key=lambda m: styles[m]["order"])
+    span = float(rows[x].max() - rows[x].min()) or 1.0
+    for i, model in enumerate(models):
+        line = rows[rows.model == model].sort_values(x)
+        shift = (i - (len(models) - 1) / 2) * 0.06
+        at = line[x] * 2**shift if log else line[x] + shift * span / 8
+        style = styles[model]
+        # Clipped at 0: an interval of a rate of 0 or 1 can miss it by a rounding error.
+        yerr = np.clip([line[y] - line.ci_low, line.ci_high - line[y]], 0, None)
+        ax.errorbar(at, line[y], yerr=yerr, color=style["color"], ls=style["linestyle"],
+                    marker="s" if style["linestyle"] == ":" else "o", ms=3.5, lw=1.3, elinewidth=0.8, alpha=0.9)
+
+
+def memorization_by_position(rates: pd.DataFrame, models: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """Memorization rate against the step at which rows were seen, at each model's last checkpoint; a panel per
+    row set (sampled rows, canaries)."""
+    rows = _at_last_checkpoint(rates).assign(seen=lambda d: (d.seen_lo + d.seen_hi) / 2)
+    styles = model_styles(models)
+    sets = sorted(rows["rows"].unique(), reverse=True)  # sampled, then canaries
+    fig, axes = plt.subplots(1, len(sets), figsize=(4.4 * len(sets), 3.4), squeeze=False)
+    for ax, name in zip(axes.flat, sets, strict=True):
+        _model_lines(ax, rows[rows["rows"] == name], "seen", "rate", styles)
+        ax.set_title("sampled rows" if name == "sampled" else name, fontsize=10)
+        ax.set_xlabel("step at which the rows were trained on")
+        ax.xaxis.set_major_formatter(FuncFormatter(compact))
+        ax.set_ylim(-0.03, 1.03)
+    axes.flat[0].set_ylabel("share memorized (95% CI)")
+    fig.suptitle("Memorization at each model's last checkpoint, by when rows were seen")
+    fig.tight_layout()
+    _legend(fig, styles, rows.model.unique(), chance=False)
+    return save(fig, out_dir, "memorization_by_position")
+
+
+def poisson_qq_plot(qq: pd.DataFrame, models: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """Binned memorized counts of sampled rows against a Poisson of the same mean, at each model's last checkpoint:
+    on the diagonal, memorization is spread over training like a Poisson process."""
+    rows = _at_last_checkpoint(qq)
+    styles = model_styles(models)
+    names = sorted(rows.model.unique(), key=lambda m: styles[m]["order"])
+    ncols = min(NCOLS, len(names))
+    fig, axes = plt.subplots(math.ceil(len(names) / ncols), ncols, figsize=(3 * ncols, 3 * math.ceil(
+        len(names) / ncols) + 0.5), squeeze=False)
+    for ax, model in zip(axes.flat, names, strict=False):
+        points = rows[rows.model == model]
+        top = max(float(points[["poisson", "observed"]].max().max()), 1.0)
+        ax.plot([0, top], [0, top], color="0.6", ls="--", lw=1)
+        ax.scatter(points.poisson, points.observed, color=styles[model]["color"], s=14)
+        ax.set_title(f"{model} step {compact(points.step.iloc[0])}", fontsize=10)
+    for ax in axes.flat[len(names):]:
+        ax.set_visible(False)
+    fig.supxlabel("Poisson quantile (same mean)")
+    fig.supylabel("memorized rows per bin of consecutive rows")
+    fig.suptitle("Are memorized rows spread like a Poisson process? (Q-Q)")
+    fig.tight_layout()
+    return save(fig, out_dir, "poisson_qq")
+
+
+def persistence_plot(persistence: pd.DataFrame, models: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """Of the rows memorized at each checkpoint, the share still memorized at the model's last checkpoint."""
+    rows = persistence[persistence.to_step == persistence.groupby("model").to_step.transform("max")]
+    rows = rows.dropna(subset=["share"])
+    if rows.empty:
+        return []
+    styles = model_styles(models)
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    _model_lines(ax, rows, "from_step", "share", styles)
+    ax.set_ylim(-0.03, 1.03)
+    ax.xaxis.set_major_formatter(FuncFormatter(compact))
+    ax.set_xlabel("checkpoint at which rows were memorized")
+    ax.set_ylabel("share still memorized at the last (95% CI)")
+    ax.set_title("Persistence: memorized rows that stay memorized")
+    fig.tight_layout()
+    _legend(fig, styles, rows.model.unique(), chance=False)
+    return save(fig, out_dir, "persistence")
+
+
+def repetition_plot(grid: pd.DataFrame, models: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """Canaries memorized at each model's last checkpoint against their repetitions, a panel per third of training
+    in which they were last seen."""
+    rows = _at_last_checkpoint(grid)
+    styles = model_styles(models)
+    thirds = ["first third", "second third", "last third"]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4), sharey=True, squeeze=False)
+    for ax, third in zip(axes.flat, range(3), strict=True):
+        _model_lines(ax, rows[rows.bin == third], "repetitions", "rate", styles, log=True)
+        ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+        ax.set_title(f"last seen in the {thirds[third]} of training", fontsize=10)
+        ax.set_xlabel("repetitions in training")
+        ax.set_ylim(-0.03, 1.03)
+    axes.flat[0].set_ylabel("share of canaries memorized (95% CI)")
+    fig.suptitle("Canaries: repetition and recency at each model's last checkpoint")
+    fig.tight_layout()
+    _legend(fig, styles, rows.model.unique(), chance=False)
+    return save(fig, out_dir, "repetitions")
+
+
+def memorization_figures(tables: dict[str, pd.DataFrame], models: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """Every memorization figure the tables support (analysis.memorization_tables), under out_dir."""
+    out_dir = Path(out_dir)
+    paths = memorization_by_position(tables["memorization_by_position"], models, out_dir)
+    if len(tables.get("canary_grid", ())):
+        paths += repetition_plot(tables["canary_grid"], models, out_dir)
+    if len(tables.get("poisson_qq", ())):
+        paths += poisson_qq_plot(tables["poisson_qq"], models, out_dir)
+    return paths + persistence_plot(tables["persistence"], models, out_dir)

@@ -1,5 +1,6 @@
-"""The report: renders the analysis tables (analysis.analyze) and figures (plots.py) as report.md and a
-self-contained report.html (figures embedded as base64). It computes nothing and reads no results folder.
+"""The report: renders the analysis tables (analysis.analyze, or analysis.memorization_tables for a memorization
+run) and figures (plots.py) as report.md and a self-contained report.html (figures embedded as base64). It computes
+nothing and reads no results folder.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from trajectories import analysis
-from trajectories.schema import FailureRecord, Level, display_name
+from trajectories.schema import FailureRecord, Level, MemorizationSpec, display_name
 
 CSS = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
        "table{border-collapse:collapse;font-size:.85em;margin:.5em 0 1.5em}"
@@ -159,6 +160,127 @@ def document(title: str, curves: pd.DataFrame, results: dict[str, pd.DataFrame],
         *(("p", line) for line in _reused(results["reused"]) or ["None."]),
         *_figure_blocks(figures),
     ]
+
+
+# ---------------------------------------------------------------------------------------------------- memorization
+def _last(table: pd.DataFrame, step: str = "step") -> pd.DataFrame:
+    """Each model's lines at its own last checkpoint."""
+    return table[table[step] == table.groupby("model")[step].transform("max")] if len(table) else table
+
+
+ROW_SET_ORDER = {"sampled": 0, "canaries": 1}
+ROW_SET_NAMES = {"sampled": "sampled rows", "canaries": "canaries"}
+
+
+def _interval(value, low, high, signed: bool = True) -> str:
+    fmt = "+.3f" if signed else ".3f"
+    return f"{value:{fmt}} [{low:{fmt}}, {high:{fmt}}]"
+
+
+def _trend(low, high, later: str, earlier: str) -> str:
+    if low > 0:
+        return later
+    return earlier if high < 0 else "no trend detected (the 95% CI includes 0)"
+
+
+def memorization_answer(tables: dict[str, pd.DataFrame]) -> list[str]:
+    """The answer to "are rows seen later in training more likely to be memorized?" at each model's last
+    checkpoint, with the numbers: the recency slope of every row set, and the repetition effect of canaries."""
+    lines = []
+    rates = _last(tables["memorization_rate"]).set_index(["model", "rows"])
+    recency = _last(tables["recency"])
+    for r in recency.sort_values(["model", "rows"], key=lambda c: c.map(ROW_SET_ORDER.get) if c.name == "rows"
+                                 else c).itertuples():
+        rate = rates.loc[(r.model, r.rows)]
+        if r.memorized in (0, r.n):
+            slope = f"{'none' if r.memorized == 0 else 'all'} memorized, so no trend to measure"
+        else:
+            slope = (f"slope {_interval(r.slope, r.slope_ci_low, r.slope_ci_high)} from the start to the end of "
+                     f"training, p = {_cell(r.slope_p)}: " + _trend(r.slope_ci_low, r.slope_ci_high,
+                                                                    "rows seen later are memorized more",
+                                                                    "rows seen earlier are memorized more")
+                     + f"; last 10% of training minus the rest "
+                     f"{_interval(r.late_minus_early, r.diff_ci_low, r.diff_ci_high)}")
+        lines.append(f"{r.model} step {r.step:,}, {ROW_SET_NAMES[r.rows]}: {r.memorized} of {r.n} memorized (rate "
+                     f"{_interval(rate.rate, rate.ci_low, rate.ci_high, signed=False)}); {slope}.")
+    grid = _last(tables.get("canary_grid", pd.DataFrame()))
+    for model, rows in grid.groupby("model"):
+        memorized = rows.groupby("repetitions").filter(lambda g: g.memorized.any())
+        if len(memorized):
+            cells = "; ".join(f"seen {count:g} times: " + ", ".join(f"{r.memorized}/{r.n}" for r in g.itertuples())
+                              for count, g in memorized.sort_values("bin").groupby("repetitions"))
+            lines.append(f"{model} step {rows.step.iloc[0]:,}, canaries memorized when last seen in the first, "
+                         f"second and last third of training: {cells} (other counts: none).")
+    effect = tables.get("repetition_effect", pd.DataFrame())
+    for r in _last(effect).sort_values("model").itertuples():
+        if r.slope_ci_low == r.slope_ci_high == 0:
+            continue  # no canary memorized: said above
+        verdict = _trend(r.slope_ci_low, r.slope_ci_high, "repetition raises memorization",
+                         "repetition lowers memorization")
+        lines.append(f"{r.model} step {r.step:,}, canaries: {_interval(r.slope, r.slope_ci_low, r.slope_ci_high)} "
+                     f"memorized per doubling of repetitions (p = {_cell(r.slope_p)}): {verdict}; seen {r.most:g} "
+                     f"times {r.most_rate:.2f} against {r.least_rate:.2f} seen {r.least:g} time(s), difference "
+                     f"{_interval(r.most_minus_least, r.diff_ci_low, r.diff_ci_high)}.")
+    return lines
+
+
+def memorization_document(title: str, spec: MemorizationSpec, tables: dict[str, pd.DataFrame],
+                          figures: list[Path], scored: pd.DataFrame, requested: list[tuple[str, int]] = (),
+                          failures: list[FailureRecord] = ()) -> list[tuple]:
+    """The memorization report as blocks. scored: the rows the run scores (schema.ROW_COLUMNS)."""
+    counts = scored.groupby(["data", "canary"]).size().unstack(fill_value=0)
+    done = set(zip(tables["memorization_rate"].model, tables["memorization_rate"].step, strict=True))
+    missing = sorted(set(requested) - done)
+    data = [
+        f"Spec: {spec.describe()}; greedy generation (match_fraction) {'on' if spec.generate else 'off'}; EOS in "
+        f"the continuation {'banned, as in EleutherAI' if spec.ban_eos else 'allowed'}.",
+        "Rows scored per data file: " + "; ".join(
+            f"{variant}: {counts.loc[variant].get(False, 0)} sampled (stratified over training, seed {spec.seed}), "
+            f"{counts.loc[variant].get(True, 0)} canaries" for variant in counts.index) + ". A checkpoint scores "
+        "only the rows it has been trained on.",
+    ]
+    if missing:
+        data.append(f"Requested checkpoints without results ({len(missing)}): " + ", ".join(
+            f"{m} step {s:,}" for m, s in missing[:20]) + (" …" if len(missing) > 20 else "") + ".")
+    data += [f"Failed unit: {f.model} step {f.step}: {f.reason[:200]}" for f in failures]
+    blocks = [
+        ("h1", title), ("h2", "Data"), *(("p", line) for line in data),
+        ("h2", "Are rows seen later in training more likely to be memorized?"),
+        ("p", "Memorized: greedy decoding from a row's first tokens reproduces the next ones exactly (teacher-forced "
+              "argmax, identical to generate's verdict). Slope: least-squares change in the memorized share from "
+              "the start (0) to the end (1) of training so far, with a bootstrap 95% CI over rows and a permutation "
+              "p-value. Canaries are planted rows of known repetitions; the repetition effect is the change per "
+              "doubling of repetitions (bootstrap within counts). At each model's last checkpoint:"),
+        *(("p", line) for line in memorization_answer(tables)),
+        ("h2", "Memorization over training"), ("table", tables["memorization_rate"]),
+        ("h2", "Recency test at the last checkpoints"),
+        ("p", "Every checkpoint is in recency.csv; memorization_by_position.csv has the rate per bin of training "
+              "position."),
+        ("table", _last(tables["recency"])),
+    ]
+    if len(tables.get("poisson", ())):
+        blocks += [("h2", "Poisson check (sampled rows)"),
+                   ("p", "Memorized counts in bins of consecutive rows against a Poisson process of the same mean "
+                         "(Biderman et al. 2023): dispersion = variance / mean (1 for Poisson), p of the "
+                         "index-of-dispersion chi-squared test (small: memorization clusters in parts of training)."),
+                   ("table", _last(tables["poisson"]))]
+    if len(tables.get("repetitions", ())):
+        blocks += [("h2", "Repetition (canaries)"),
+                   ("table", _last(tables["repetition_effect"])) if len(tables["repetition_effect"]) else
+                   ("p", "Every canary was seen equally often in these models' data: no repetition effect to measure."),
+                   ("table", _last(tables["repetitions"]))]
+    persistence = _last(tables["persistence"], "to_step")
+    blocks += [("h2", "Persistence"),
+               ("p", "Of the rows memorized at from_step, the share still memorized at the model's last checkpoint "
+                     "(every pair of checkpoints is in persistence.csv)."),
+               ("table", persistence) if len(persistence) else ("p", "Fewer than two checkpoints per model.")]
+    if len(tables["predictability"]):
+        blocks += [("h2", "Predictability"),
+                   ("p", "Memorization at an earlier checkpoint, or by another model trained on the same data, as a "
+                         "predictor of memorization at a model's last checkpoint: precision and recall with Wilson "
+                         "95% CIs."),
+                   ("table", tables["predictability"])]
+    return blocks + _figure_blocks(figures)
 
 
 def to_markdown(blocks: list[tuple], base: Path) -> str:
