@@ -23,7 +23,7 @@ from scipy import stats
 from scipy.optimize import isotonic_regression
 
 from trajectories.errors import UserError
-from trajectories.schema import CURVE_COLUMNS, ITEM_COLUMNS, Level
+from trajectories.schema import CURVE_COLUMNS, ITEM_COLUMNS, Level, with_curve_defaults
 from trajectories.stats import N_BOOT, Z95, Replicates, model_replicates, task_replicates
 
 CHANCE = 0.5
@@ -38,6 +38,7 @@ class AnalysisError(UserError):
 def check_curves(curves: pd.DataFrame | None) -> pd.DataFrame:
     if curves is None or curves.empty:
         raise AnalysisError("the curve table is empty: nothing to analyse (run a sweep, then `trajectories collect`)")
+    curves = with_curve_defaults(curves)
     missing = [c for c in CURVE_COLUMNS if c not in curves.columns]
     if missing:
         raise AnalysisError(f"the curve table lacks columns {', '.join(missing)}; not from `trajectories collect`")

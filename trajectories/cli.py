@@ -117,6 +117,15 @@ def cmd_tasks_add(args) -> int:
     return 0
 
 
+def cmd_tasks_add_text(args) -> int:
+    from trajectories.authoring import add_text_task
+
+    folder, documents = add_text_task(args.source, args.name, args.per, args.tasks_dir, force=args.force)
+    print(f"{documents} documents (one per {args.per}) from {args.source}")
+    print(f"wrote {folder}; run it with: trajectories sweep --suite ... --tasks <grammar tasks>,{args.name}")
+    return 0
+
+
 def cmd_tasks_check(args) -> int:
     from trajectories.authoring import check
     from trajectories.tasks import TaskCatalog
@@ -164,6 +173,15 @@ def _tasks_parser(sub) -> None:
         which.add_argument("--phenomenon-field", help="field holding each pair's phenomenon (default: linguistics_term"
                            " when every line has it)")
         p.add_argument("--bad-first", action="store_true", help="pairs files: the bad sentence comes first")
+    p = tasks.add_parser("add-text", help="turn a text file into a perplexity task tasks/NAME/ (its loss per "
+                         "checkpoint: plot --x loss, analyze --align loss)")
+    p.add_argument("source", metavar="FILE")
+    p.add_argument("--name", required=True, help="task name: tasks/NAME/")
+    p.add_argument("--per", choices=("line", "paragraph", "file"), default="line",
+                   help="one document per non-blank line (default), per blank-line-separated paragraph, or the file")
+    p.add_argument("--tasks-dir", help=TASKS_DIR_HELP)
+    p.add_argument("--force", action="store_true", help="replace an existing tasks/NAME/")
+    p.set_defaults(func=cmd_tasks_add_text)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -82,7 +82,7 @@ def _checkpoint_of(path: Path, data: dict) -> tuple[ModelInfo, int]:
     return _model_info(source, config.get("model_num_parameters")), step
 
 
-def _metric_rows(data: dict) -> list[dict]:
+def metric_rows(data: dict) -> list[dict]:
     """(task, value, stderr, n) per numeric metric: `acc` keeps the task's name, others become "<task>/<metric>"."""
     n_samples = data.get("n-samples") or {}
     rows = []
@@ -106,12 +106,13 @@ def _metric_rows(data: dict) -> list[dict]:
 def _import_one(path: Path) -> pd.DataFrame:
     data = _read_results_json(path)
     model, step = _checkpoint_of(path, data)
-    rows = _metric_rows(data)
+    rows = metric_rows(data)
     if not rows:
         raise ResultsImportError(f"{path}: its results hold no numeric metrics")
     table = pd.DataFrame(rows).assign(
         model=model.name, size=model.size, params=model.params, deduped=model.deduped, step=step,
         tokens=step * model.tokens_per_step if model.tokens_per_step else None, ci_method="stderr",
+        seed=model.seed, grouping="",
     )
     table["ci_low"], table["ci_high"] = table.acc - Z95 * table.acc_stderr, table.acc + Z95 * table.acc_stderr
     return table

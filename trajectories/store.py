@@ -25,7 +25,7 @@ import pandas as pd
 from trajectories import locks
 from trajectories.errors import UserError
 from trajectories.files import remove_temp_files, write_json, write_table, write_text
-from trajectories.schema import Checkpoint, FailureRecord, SweepSpec, UnitRecord, UnitResult
+from trajectories.schema import Checkpoint, FailureRecord, SweepSpec, UnitRecord, UnitResult, with_curve_defaults
 
 TEMP_GRACE_S = 60  # a temp file younger than this may be another sweep's write in progress
 _UNIT_FILE = re.compile(r"step(\d+)\.json")
@@ -178,7 +178,7 @@ class Store:
         if not self.curves_path.exists():
             raise StoreError(f"{self.out} has no curves table; run `trajectories sweep` or "
                              f"`trajectories collect {self.out}` first")
-        return pd.read_parquet(self.curves_path)
+        return with_curve_defaults(pd.read_parquet(self.curves_path))
 
     def save_curves(self, table: pd.DataFrame) -> tuple[Path, Path]:
         csv = self.curves_path.with_suffix(".csv")
@@ -187,7 +187,7 @@ class Store:
         return self.curves_path, csv
 
     def imported(self) -> pd.DataFrame | None:
-        return pd.read_parquet(self.imported_path) if self.imported_path.exists() else None
+        return with_curve_defaults(pd.read_parquet(self.imported_path)) if self.imported_path.exists() else None
 
     def save_imported(self, table: pd.DataFrame) -> None:
         write_table(table, self.imported_path)
