@@ -71,7 +71,7 @@ def cmd_collect(args) -> int:
     import trajectories as tj
     from trajectories.store import Store
 
-    table = tj.collect(args.out, imports=args.imports)
+    table = tj.collect(args.out, imports=args.imports, grouping=args.grouping)
     print(f"{len(table)} rows, {table.model.nunique()} models, {table.step.nunique()} steps, "
           f"{table.task.nunique()} tasks")
     print(f"curves: {Store(args.out).curves_path} (and .csv)")
@@ -81,7 +81,7 @@ def cmd_collect(args) -> int:
 def cmd_plot(args) -> int:
     import trajectories as tj
 
-    paths = tj.plot(args.out, x=args.x, phenomenon=args.phenomenon, task=args.task)
+    paths = tj.plot(args.out, x=args.x, phenomenon=args.phenomenon, task=args.task, loss_task=args.loss_task)
     print(f"{len(paths)} figures:")
     print("\n".join(f"  {p}" for p in paths))
     return 0
@@ -90,13 +90,16 @@ def cmd_plot(args) -> int:
 def cmd_demo(args) -> int:
     from trajectories.demo.run import run_demo
 
-    return run_demo(args.out, quick=args.quick, device=args.device)
+    seeds = {} if args.seeds is None else {"seeds": args.seeds}
+    return run_demo(args.out, quick=args.quick, device=args.device, **seeds)
 
 
 def cmd_analyze(args) -> int:
     import trajectories as tj
 
-    analysis = tj.analyze(args.out, fraction=args.fraction)
+    analysis = tj.analyze(args.out, fraction=args.fraction, n_boot=args.n_boot, method=args.method, align=args.align,
+                          loss_task=args.loss_task, ngram_corpus=args.ngram_corpus, blimp_dir=args.blimp_dir,
+                          tasks_dir=args.tasks_dir)
     print(f"report: {analysis.html} (and report.md, CSV tables in {analysis.folder})")
     return 0
 
@@ -234,11 +237,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out")
     p.add_argument("--import", dest="imports", action="append", metavar="GLOB",
                    help="lm-eval results JSON files to add (0.3 or 0.4 layout); repeatable")
+    p.add_argument("--grouping", choices=("data", "paper"),
+                   help="BLiMP's phenomena: data (the data's 13 linguistics_term values) or paper (the BLiMP paper's "
+                   "12: animate_subject_* under argument_structure); default: as the curves have it, else data")
     p.set_defaults(func=cmd_collect)
 
     p = sub.add_parser("plot", help="learning-curve figures (PNG + SVG) under OUT/plots/")
     p.add_argument("out")
-    p.add_argument("--x", choices=("step", "tokens"), default="step")
+    p.add_argument("--x", choices=("step", "tokens", "loss"), default="step",
+                   help="loss: held-out loss of a perplexity task in the sweep (bits per byte)")
+    p.add_argument("--loss-task", help="the perplexity task whose loss --x loss uses, if there are several")
     p.add_argument("--phenomenon", help="also draw this phenomenon's paradigm grid")
     p.add_argument("--task", help="a task name or glob: curves of any imported lm-eval metric")
     p.set_defaults(func=cmd_plot)
@@ -246,7 +254,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("analyze", help="acquisition steps, orders, agreement, report under OUT/report/")
     p.add_argument("out")
     p.add_argument("--fraction", type=float, default=0.5,
-                   help="acquired = reaches this fraction of the way from chance to the final accuracy")
+                   help="acquired = reaches this fraction of the way from chance to the final accuracy (isotonic) "
+                   "or to the fitted asymptote (sigmoid)")
+    p.add_argument("--method", choices=("isotonic", "sigmoid"), default="isotonic",
+                   help="the onsets that order the units (both are reported side by side)")
+    p.add_argument("--align", choices=("auto", "step", "loss"), default="auto",
+                   help="loss: also compare models at matched held-out loss (auto: when a perplexity task was swept)")
+    p.add_argument("--loss-task", help="the perplexity task whose loss --align loss uses, if there are several")
+    p.add_argument("--ngram-corpus", metavar="FILE",
+                   help="training text (one sentence per line) for n-gram baselines (orders 1-5) on the same pairs")
+    p.add_argument("--blimp-dir", help=BLIMP_DIR_HELP + " (for n-gram baselines on BLiMP)")
+    p.add_argument("--tasks-dir", help=TASKS_DIR_HELP)
+    p.add_argument("--n-boot", type=int, help="bootstrap replicates (default 1000; fewer is faster)")
     p.set_defaults(func=cmd_analyze)
 
     _tasks_parser(sub)
@@ -255,6 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="results/demo")
     p.add_argument("--quick", action="store_true", help="smaller suite and 100 pairs per task (about 2 minutes)")
     p.add_argument("--device", help="cpu, cuda, ... (default: cuda if available)")
+    p.add_argument("--seeds", type=int, help="extra seeds of the small sizes, mini-s-seed1, ... (default: 2)")
     p.set_defaults(func=cmd_demo)
     return parser
 

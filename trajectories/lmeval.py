@@ -224,7 +224,13 @@ class SweepLM(HFLM):
         return super().loglikelihood(requests, disable_tqdm=True)  # a sweep draws one bar over checkpoints
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):
-        return super().loglikelihood_rolling(requests, disable_tqdm=True)
+        # With batch_size "auto", lm-eval sizes the batches of rolling windows by trial forward passes at full
+        # length on every call (and prints); this model already knows its batch size.
+        requested, self.batch_size = self.batch_size, self.rows_per_batch
+        try:
+            return super().loglikelihood_rolling(requests, disable_tqdm=True)
+        finally:
+            self.batch_size = requested
 
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs=None):
         if self.backend != "causal":

@@ -192,6 +192,11 @@ class Store:
     def save_imported(self, table: pd.DataFrame) -> None:
         write_table(table, self.imported_path)
 
+    def report_table(self, name: str) -> pd.DataFrame | None:
+        """A table `analyze` wrote (OUT/report/<name>.csv), or None."""
+        path = self.report_dir / f"{name}.csv"
+        return pd.read_csv(path) if path.exists() else None
+
     def save_report_table(self, name: str, table: pd.DataFrame) -> Path:
         write_table(table, self.report_dir / f"{name}.csv")
         return self.report_dir / f"{name}.csv"

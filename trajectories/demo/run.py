@@ -1,6 +1,7 @@
-"""The offline demo: train a mini Pythia suite on a toy English grammar, sweep every checkpoint on the grammar's
-minimal-pair tasks (the built-in `minigrammar` family) through the public API, then collect, plot and analyse. No
-network needed."""
+"""The offline demo: train a mini Pythia suite on a toy English grammar (with extra seeds of the small sizes), sweep
+every checkpoint on the grammar's minimal-pair tasks (the built-in `minigrammar` family) and its held-out text (the
+`minigrammar_heldout` perplexity task) through the public API, then collect, plot and analyse, with n-gram baselines
+trained on the suite's own corpus. No network needed."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import trajectories as tj
 from trajectories.demo import train
 
 DEMO_TASKS = "minigrammar"
+HELDOUT_TASK = "minigrammar_heldout"
 QUICK_LIMIT = 100  # pairs per paradigm in --quick: enough to see every curve, a fraction of the time
+SEEDS = 2  # extra seeds of the small sizes (train.TrainConfig.seed_sizes) unless asked otherwise
 
 
 def final_accuracies(curves) -> str:
@@ -24,22 +27,24 @@ def final_accuracies(curves) -> str:
 
 
 def run_demo(out: str | Path = "results/demo", quick: bool = False, device: str | None = None,
-             config: train.TrainConfig | None = None, limit: int | None = None) -> int:
-    """The whole demo; `config` and `limit` override the preset (tests use a smaller one)."""
+             config: train.TrainConfig | None = None, limit: int | None = None, seeds: int = SEEDS,
+             n_boot: int | None = None) -> int:
+    """The whole demo; `config`, `limit` and `n_boot` override the preset (tests use smaller ones)."""
     config = config or (train.QUICK if quick else train.DEFAULT)
     limit = limit or (QUICK_LIMIT if quick else None)
     started = time.perf_counter()
     out = Path(out)
 
     print(f"1/3 training the suite in {out / 'suite'} (reuses finished models)", flush=True)
-    suite_dir = train.build_suite(out / "suite", config)
+    suite_dir = train.build_suite(out / "suite", config, seeds=seeds)
 
-    print(f"2/3 sweeping every checkpoint on the {DEMO_TASKS} tasks", flush=True)
-    summary = tj.sweep(f"local:{suite_dir}", DEMO_TASKS, out=out / "sweep", limit=limit, device=device)
+    print(f"2/3 sweeping every checkpoint on the {DEMO_TASKS} tasks and the held-out text", flush=True)
+    summary = tj.sweep(f"local:{suite_dir}", [DEMO_TASKS, HELDOUT_TASK], out=out / "sweep", limit=limit,
+                       device=device)
     print(summary.report())
 
-    print("3/3 figures and acquisition report", flush=True)
-    analysis = tj.analyze(out / "sweep")
+    print("3/3 figures and report: onsets, stages, seeds, item agreement, matched loss, n-gram baselines", flush=True)
+    analysis = tj.analyze(out / "sweep", n_boot=n_boot, ngram_corpus=suite_dir / "corpus.txt")
     print("\nfinal accuracy per paradigm and model:")
     print(final_accuracies(tj.load_curves(out / "sweep")))
     print(f"\ndemo finished in {time.perf_counter() - started:.0f} s")
