@@ -55,7 +55,7 @@ def simulate(n_curves: int, item_counts: tuple[int, ...], n_boot: int, seed: int
             n = np.full(len(steps), n_items)
             truth = {"curve": curve, "midpoint": midpoint, "top": top, "scale": scale, "n_items": n_items,
                      "final_share": (p[-1] - 0.5) / (top - 0.5)}
-            for onset in (sigmoid_onset(rep, n), isotonic_onset(rep, n)):
+            for onset in (sigmoid_onset(rep, n, 0.5), isotonic_onset(rep, n, 0.5)):  # as `analyze` runs them
                 rows.append(truth | {"method": onset.method, "acquired": onset.acquired, "note": onset.note,
                                      "acq_step": onset.acq_step, "ci_low": onset.ci_low, "ci_high": onset.ci_high})
             rows += [truth | before(rep, n), truth | acquisition_now(rep, n)]
@@ -91,7 +91,8 @@ def null_rates(n_curves: int, n_items: int, n_boot: int, seed: int) -> pd.Series
         rep = Replicates(steps, correct.mean(1), bootstrap_items(correct, n_boot, rng), np.ones(len(steps), bool))
         n = np.full(len(steps), n_items)
         calls += [{"method": m["method"], "acquired": m["acquired"]} for m in (before(rep, n), acquisition_now(rep, n))]
-        calls += [{"method": o.method, "acquired": o.acquired} for o in (sigmoid_onset(rep, n), isotonic_onset(rep, n))]
+        calls += [{"method": o.method, "acquired": o.acquired} for o in (sigmoid_onset(rep, n, 0.5),
+                                                                           isotonic_onset(rep, n, 0.5))]
     return pd.DataFrame(calls).groupby("method").acquired.agg(["sum", "size", "mean"])
 
 

@@ -71,12 +71,15 @@ def test_identical_answers_agree_perfectly_and_independent_ones_near_zero():
 
 def test_a_planted_dip_below_chance_is_a_stage_and_flat_noise_has_none():
     steps = np.array(STEPS)
-    dip = np.where((steps >= 64) & (steps <= 512), 0.35, logistic_acc(steps, 2000))
-    curves, items = planted_tables({"m": {"dip": ("agr", dip), "flat": ("flat", np.full(len(steps), 0.5))}})
+    dip = np.where((steps >= 64) & (steps <= 512), 0.3, logistic_acc(steps, 2000))
+    curves, items = planted_tables({"m": {"dip": ("agr", dip), "flat": ("flat", np.full(len(steps), 0.5))}},
+                                   n_items=400)
     found = analysis.analyze(curves, lambda m: items, n_boot=200, onset_methods=("isotonic",))["stages"]
     below = found[(found.kind == "below_chance") & (found.task == "dip")]
     assert len(below) == 1 and below.start_step.iloc[0] == 64 and below.end_step.iloc[0] == 512
     assert below.depth_low.iloc[0] > 0.1
+    drop = found[(found.kind == "drop") & (found.task == "dip")]
+    assert len(drop) == 1 and drop.end_step.iloc[0] in range(64, 513)
     assert not found.task.isin(["flat", "phenomenon:flat"]).any()
 
 
@@ -107,7 +110,9 @@ def test_models_differing_only_in_speed_agree_at_matched_loss_through_analyze():
     by_model = acq[acq.level == "paradigm"].pivot(index="task", columns="model", values="acq_loss")
     steps = acq[acq.level == "paradigm"].pivot(index="task", columns="model", values="acq_step")
     assert (steps.slow > 2 * steps.fast).all()  # later in steps ...
-    np.testing.assert_allclose(by_model.slow, by_model.fast, atol=0.35)  # ... at the same loss (within a gap)
+    # ... at the same loss, up to the loss between two checkpoints (the isotonic onset is a checkpoint)
+    np.testing.assert_allclose(by_model.slow, by_model.fast, atol=0.5)
+    assert abs(agree.loc["paradigm", "median_loss_diff"]) < 0.3
     matched = tables_["loss_matched"]
     assert matched[matched.level == "paradigm"].kendall_tau.dropna().min() == pytest.approx(1.0)
 

@@ -60,6 +60,18 @@ def test_perplexity_rows_are_lm_evals_own_numbers(swept):
     assert set(items.task) == {"blimp_adjunct_island"}  # a perplexity task has no minimal pairs to store
 
 
+def test_plot_and_analyze_against_the_held_out_loss(swept, capsys):
+    _, _, _, out = swept
+    assert main(["plot", str(out), "--x", "loss"]) == 0
+    assert (out / "plots" / "phenomena_by_loss.png").exists() and "phenomena_by_loss.png" in capsys.readouterr().out
+    assert main(["analyze", str(out), "--align", "loss", "--n-boot", "30"]) == 0
+    acq = pd.read_csv(out / "report" / "acquisition_loss.csv")
+    assert {"acq_loss", "acq_loss_low", "acq_loss_high"} <= set(acq.columns)
+    assert "## Matched held-out loss" in (out / "report" / "report.md").read_text()
+    assert main(["plot", str(out), "--x", "loss", "--loss-task", "wiki"]) == 2
+    assert "no perplexity task 'wiki'; perplexity tasks: held" in capsys.readouterr().err
+
+
 def test_text_documents_per_line_paragraph_and_file(tmp_path):
     path = tmp_path / "t.txt"
     path.write_text("one line\n  \nsecond para\nstill second\n\n\nthird\n")

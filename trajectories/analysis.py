@@ -459,8 +459,9 @@ def analyze(curves: pd.DataFrame, items_of: Callable[[str], pd.DataFrame | None]
         onset.append(onsets.onsets(rows, items, methods, fraction, n_boot, seed))
         found_stages.append(stages.stages(rows, items, stage_alpha, min_depth=stage_depth, n_boot=n_boot, seed=seed))
         suspicious.append(suspicious_checkpoints(rows, items))
-        if items is not None:
-            kept_items.append(items)
+        if items is not None:  # only who got which item right, compactly: every model's answers are kept
+            kept_items.append(items[list(item_agreement.ANSWER_COLUMNS)].astype(
+                {"model": "category", "task": "category", "step": "int32", "item": "int32"}))
     acq, onset = pd.concat(acq, ignore_index=True), pd.concat(onset, ignore_index=True)
     primary = acq if method == "isotonic" else _with_onsets(acq, onset[onset.method == method])
     groups = seed_groups(curves)
@@ -484,7 +485,10 @@ def analyze(curves: pd.DataFrame, items_of: Callable[[str], pd.DataFrame | None]
         acq_loss = alignment.acquisition_loss(primary, loss)
         tables["acquisition_loss"] = acq_loss
         tables["acquisition_loss_agreement"] = alignment.acquisition_loss_agreement(acq_loss)
-        tables["loss_matched"] = alignment.loss_matched_agreement(alignment.curves_at_loss(curves, loss))
+        try:
+            tables["loss_matched"] = alignment.loss_matched_agreement(alignment.curves_at_loss(curves, loss))
+        except AnalysisError:  # the models' losses do not overlap: no loss at which to compare them
+            tables["loss_matched"] = pd.DataFrame(columns=list(alignment.MATCHED_LOSS_COLUMNS))
     if ngram is not None:
         tables["ngram"] = ngram
         tables["ngram_phenomena"] = ngram_phenomena(ngram, primary)

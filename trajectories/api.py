@@ -205,13 +205,12 @@ def _ngram_baselines(store: Store, curves: pd.DataFrame, corpus: str | Path, bli
         raise ngram.NgramError("none of the sweep's paradigms has a local data file to score n-grams on (BLiMP: "
                                "pass --blimp-dir)")
     pairs = pd.concat(pairs, ignore_index=True)
-    source = f"{corpus.resolve()} sha256:{hashlib.sha256(corpus.read_bytes()).hexdigest()[:16]}"
+    digest = {"corpus": f"{corpus.resolve()} (sha256 {hashlib.sha256(corpus.read_bytes()).hexdigest()[:16]})",
+              "pairs_sha256": hashlib.sha256(pairs.to_csv(index=False).encode()).hexdigest()[:16]}
     cached = store.report_table("ngram")
-    if (cached is not None and "corpus" in cached and set(cached.corpus) == {source}
-            and set(cached.task) == set(pairs.task) and (cached.groupby("task").n.first() ==
-                                                           pairs.groupby("task").size()).all()):
+    if cached is not None and all(set(cached.get(k, ())) == {v} for k, v in digest.items()):
         return cached
-    return ngram.baselines(corpus, pairs).assign(corpus=source)
+    return ngram.baselines(corpus, pairs).assign(**digest)
 
 
 def add_task(source: str | Path, name: str, phenomenon: str | None = None, phenomenon_field: str | None = None,

@@ -274,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="results/demo")
     p.add_argument("--quick", action="store_true", help="smaller suite and 100 pairs per task (about 2 minutes)")
     p.add_argument("--device", help="cpu, cuda, ... (default: cuda if available)")
-    p.add_argument("--seeds", type=int, help="extra seeds of the small sizes, mini-s-seed1, ... (default: 2)")
+    p.add_argument("--seeds", type=int, help="extra seeds of the small sizes, mini-s-seed1, ... (default: none)")
     p.set_defaults(func=cmd_demo)
     return parser
 

@@ -106,13 +106,14 @@ def at_loss(curves: pd.DataFrame, loss: pd.DataFrame) -> pd.DataFrame:
 
 
 def _short_titles(names: list) -> dict:
-    """Panel titles without the prefix all of them share ("minigrammar_", "blimp_"), words wrapped to the panel."""
+    """Panel titles without the family prefix all of several share ("minigrammar_", "blimp_"), broken into lines
+    after underscores to fit the panel's width (names stay as they are spelled)."""
     names = [str(n) for n in names]
     shown = [display_name(n) for n in names]
-    first = {n.split("_", 1)[0] for n in shown}
-    if len(first) == 1 and all("_" in n for n in shown):
+    if len(shown) > 1 and len({n.split("_", 1)[0] for n in shown}) == 1 and all("_" in n for n in shown):
         shown = [n.split("_", 1)[1] for n in shown]
-    return {name: textwrap.fill(title.replace("_", " "), TITLE_WIDTH) for name, title in zip(names, shown, strict=True)}
+    return {name: textwrap.fill(title.replace("_", "_ "), TITLE_WIDTH).replace("_ ", "_")
+            for name, title in zip(names, shown, strict=True)}
 
 
 def _seed_means(data: pd.DataFrame, panel: str, x: str, groups: dict[str, list[str]]) -> pd.DataFrame:

@@ -23,6 +23,7 @@ tokenizer splits it off.
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import random
 from collections.abc import Callable
@@ -550,9 +551,10 @@ def generate_paradigms(seed: int = TASK_SEED, n_pairs: int = N_PAIRS) -> dict[st
     return out
 
 
-def paradigm_sentences(seed: int = TASK_SEED, n_pairs: int = N_PAIRS) -> set[str]:
+@functools.lru_cache(maxsize=4)
+def paradigm_sentences(seed: int = TASK_SEED, n_pairs: int = N_PAIRS) -> frozenset[str]:
     """The grammatical sentences of the paradigms: what a suite's corpus must never contain."""
-    return {row["sentence_good"] for rows in generate_paradigms(seed, n_pairs).values() for row in rows}
+    return frozenset(row["sentence_good"] for rows in generate_paradigms(seed, n_pairs).values() for row in rows)
 
 
 def heldout_sentences(seed: int = TASK_SEED, n: int = N_HELDOUT) -> list[str]:
@@ -567,7 +569,7 @@ def heldout_sentences(seed: int = TASK_SEED, n: int = N_HELDOUT) -> list[str]:
     return list(found)
 
 
-def kept_out(seed: int = TASK_SEED) -> set[str]:
+def kept_out(seed: int = TASK_SEED) -> frozenset[str]:
     """What a suite's corpus must never contain: the paradigms' grammatical sentences and the held-out text."""
     return paradigm_sentences(seed) | set(heldout_sentences(seed))
 
