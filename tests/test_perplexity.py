@@ -69,7 +69,7 @@ def test_plot_and_analyze_against_the_held_out_loss(swept, capsys):
     assert {"acq_loss", "acq_loss_low", "acq_loss_high"} <= set(acq.columns)
     assert "## Matched held-out loss" in (out / "report" / "report.md").read_text()
     assert main(["plot", str(out), "--x", "loss", "--loss-task", "wiki"]) == 2
-    assert "no perplexity task 'wiki'; perplexity tasks: held" in capsys.readouterr().err
+    assert "no perplexity task 'wiki' in the curve table; perplexity tasks: held" in capsys.readouterr().err
 
 
 def test_text_documents_per_line_paragraph_and_file(tmp_path):
