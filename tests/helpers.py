@@ -13,7 +13,7 @@ import torch
 
 from trajectories.schema import ITEM_COLUMNS, Checkpoint, ModelInfo, TaskResult, UnitRecord, UnitResult
 
-BLIMP_DIR = Path(__file__).resolve().parents[2] / "shared" / "blimp"
+BLIMP_DIR = (Path(__file__).resolve().parents[2] / "shared" / "blimp").resolve()
 TEST_PARADIGMS = ("adjunct_island", "anaphor_number_agreement", "determiner_noun_agreement_1")
 TASKS = tuple(f"blimp_{p}" for p in TEST_PARADIGMS)
 LIMIT = 12
@@ -250,3 +250,44 @@ def planted_tables(planted: dict[str, dict[str, tuple[str, np.ndarray]]], steps=
                for (name, step), results in tasks.items()]
     items = pd.concat(frames, ignore_index=True)[list(ITEM_COLUMNS)]
     return with_phenomena(curves_from_units(records), items, n_boot=n_boot, seed=seed), items
+
+
+# ---------------------------------------------------------------------------------------------------- W&B
+def wandb_offline_records(run_file: Path) -> list:
+    """The records of an offline W&B run file (`offline-run-*/run-<id>.wandb`), as wandb wrote them: its LevelDB-log
+    framing (a 7-byte file header ":W&B", magic, version; 32 KiB blocks of chunks, each a 7-byte header crc, length,
+    type: 1 full, 2 first, 3 middle, 4 last) around protobuf `Record`s."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2
+
+    data, block, header = run_file.read_bytes(), 32768, 7
+    assert data[:4] == b":W&B", f"{run_file} is not a W&B run file"
+    records, pos, parts = [], header, b""
+    while pos + header <= len(data):
+        left = block - pos % block
+        if left < header:  # a block's tail too short for a chunk header is padding
+            pos += left
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos:pos + header])
+        if length == 0 and kind == 0:
+            pos += left
+            continue
+        parts += data[pos + header:pos + header + length]
+        pos += header + length
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(parts)
+            records.append(record)
+            parts = b""
+    return records
+
+
+def wandb_history(run_file: Path) -> list[dict]:
+    """The history rows of an offline W&B run file, values decoded from JSON, W&B's own `_` keys left out."""
+    rows = []
+    for record in wandb_offline_records(run_file):
+        if record.WhichOneof("record_type") == "history":
+            rows.append({"/".join(i.nested_key) or i.key: json.loads(i.value_json) for i in record.history.item
+                         if not (i.key or i.nested_key[0]).startswith("_")})
+    return rows

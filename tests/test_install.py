@@ -32,14 +32,14 @@ def installed(tmp_path_factory) -> Path:
     return work / "venv" / "bin"
 
 
-def run(bin_dir: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
+def run(bin_dir: Path, cwd: Path, *args: str, program: str = "trajectories") -> subprocess.CompletedProcess:
+    """A program of the wheel's venv, with nothing in the environment pointing at the source tree."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "TRAJECTORIES_"))}
-    return subprocess.run([str(bin_dir / "trajectories"), *args], cwd=cwd, env=env, capture_output=True, text=True)
+    return subprocess.run([str(bin_dir / program), *args], cwd=cwd, env=env, capture_output=True, text=True)
 
 
 def test_the_wheel_sweeps_built_in_and_added_tasks_from_anywhere(installed, tiny_suite, tmp_path):
-    where = subprocess.run([str(installed / "python"), "-c", "import trajectories; print(trajectories.__file__)"],
-                           cwd=tmp_path, capture_output=True, text=True, check=True).stdout
+    where = run(installed, tmp_path, "-c", "import trajectories; print(trajectories.__file__)", program="python").stdout
     assert str(installed.parent) in where, where  # the wheel's copy, not the source tree's
     version = run(installed, tmp_path, "--version")
     assert version.returncode == 0 and version.stdout.strip() == "trajectories 0.1.0"
@@ -60,6 +60,5 @@ def test_the_wheel_sweeps_built_in_and_added_tasks_from_anywhere(installed, tiny
     assert "1 evaluated" in swept.stdout
     curves = (tmp_path / "out" / "curves.csv").read_text()
     assert "minigrammar_transitivity" in curves and "mine_pairs" in curves
-    module = subprocess.run([str(installed / "python"), "-m", "trajectories", "status", "out"], cwd=tmp_path,
-                            capture_output=True, text=True)
+    module = run(installed, tmp_path, "-m", "trajectories", "status", "out", program="python")
     assert module.returncode == 0 and "tiny" in module.stdout

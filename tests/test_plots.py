@@ -144,3 +144,18 @@ def test_kappa_heatmap(curves, tmp_path):
     paths = plots.kappa_heatmap(kappa, curves, tmp_path)
     assert_drawn(paths)
     assert "0.90" in paths[1].read_text()  # annotated cells
+
+
+def test_checkpoints_with_the_weights_of_another_step_are_marked_and_reported(curves, tmp_path):
+    from trajectories import report
+
+    marked = curves.assign(same_weights_as=curves.step.map({1: 0, 2: 0}).astype("Int64"))
+    plain = plots.phenomenon_grid(curves, tmp_path / "plain")[0]
+    ringed = plots.phenomenon_grid(marked, tmp_path / "marked")[0]
+    assert plots.phenomenon_grid(curves, tmp_path / "again")[0].read_bytes() == plain.read_bytes()  # deterministic
+    assert ringed.read_bytes() != plain.read_bytes()
+    reused = analysis.reused_checkpoints(marked)
+    assert reused.to_dict("list") == {"model": ["160m", "160m", "70m", "70m", "70m-deduped", "70m-deduped"],
+                                      "step": [1, 2] * 3, "same_weights_as": [0] * 6}
+    assert report._reused(reused)[0] == "160m: steps 1, 2 have the weights of step 0."
+    assert analysis.reused_checkpoints(curves).empty

@@ -116,7 +116,7 @@ def test_import_results_written_by_lm_eval(tiny_suite, blimp_dir, tmp_path):
         "config": {"model": "hf-causal", "model_args": "pretrained=EleutherAI/pythia-70m,revision=step3000",
                    "num_fewshot": 0, "batch_size": 16, "device": "cuda", "limit": None},
     }))
-    table = import_lm_eval_json([written, tmp_path / "pythia-160m-deduped_step2000.json", tmp_path / "old.json"])
+    table = import_lm_eval_json([written, tmp_path / "pythia-160m-deduped_step2000.json", tmp_path / "old.json"]).curves
     rows = table.set_index(["model", "step", "task"])
     tiny = rows.loc[("tiny", 1, "blimp_adjunct_island")]
     assert tiny.acc == reported["acc,none"] and tiny.acc_stderr == reported["acc_stderr,none"]

@@ -3,15 +3,18 @@
 The Python API (the `trajectories` command is a thin layer over it):
 
     sweep(suite, tasks, steps=..., out=..., **options) -> SweepSummary
+    audit(suite, models=..., steps=...)                    -> Audit (what the checkpoints hold, what is out of line)
     collect(out), load_curves(out), load_items(out)        -> pandas DataFrames
     plot(out, ...), analyze(out, ...), add_task(source, name, ...)
+    export(out, dest)                                       -> lm-eval results files
+    to_wandb(out, project)                                  -> a Weights & Biases run of the curves
 """
 
 __version__ = "0.1.0"
 
 # No name here may be a module of the package too: importing the module would replace the function.
-__all__ = ["Analysis", "SweepSummary", "__version__", "add_task", "analyze", "collect", "load_curves", "load_items",
-           "plot", "sweep"]
+__all__ = ["Analysis", "SweepSummary", "__version__", "add_task", "analyze", "audit", "collect", "export",
+           "load_curves", "load_items", "plot", "sweep", "to_wandb"]
 
 
 def __getattr__(name: str):

@@ -8,6 +8,7 @@
 - `dedup_differences`: standard vs deduplicated-data models of the same size.
 - `one_dimensionality`: share of the variance of a model's (checkpoint x paradigm) accuracies on the first PC.
 - `suspicious_checkpoints`: checkpoints that look mislabelled or duplicated.
+- `reused_checkpoints`: checkpoints the sweep did not evaluate because their weights are another step's.
 - `analyze`: every table `trajectories analyze` reports, model by model.
 """
 
@@ -117,23 +118,29 @@ def acquisition(curves: pd.DataFrame, items: pd.DataFrame | None = None, fractio
     errors of chance (`above_chance`). ci_high is inf when some replicates never rise above chance."""
     if not 0 < fraction <= 1:
         raise AnalysisError(f"fraction must be in (0, 1], not {fraction}")
-    units = grammar_units(curves)
-    if units.empty:
+    if grammar_units(curves).empty:
         raise AnalysisError("no minimal-pair results (paradigm or phenomenon rows with a phenomenon) to analyse")
+    rows = []
+    for keys, unit, rep in unit_replicates(curves, items, n_boot, seed):
+        tokens = dict(zip(unit.step, unit.tokens, strict=True))
+        rows.append(keys | _acquire(rep, unit, fraction, tokens, min_steps))
+    return pd.DataFrame(rows).sort_values(["model", "level", "acq_step", "task"], ignore_index=True)
+
+
+def unit_replicates(curves: pd.DataFrame, items: pd.DataFrame | None, n_boot: int = N_BOOT, seed: int = 0):
+    """Every grammar unit of the curve table with its bootstrap replicates, model by model: yields (keys, rows,
+    replicates), keys being the model's columns and the unit's level, task and phenomenon. Every analysis of a
+    unit's curve (acquisition, onsets, stages) resamples through here, so they agree on the replicates."""
     items = check_items(items)
     items_by_model = dict(tuple(items.groupby("model"))) if items is not None else {}
-    rows = []
-    for model, model_rows in units.groupby("model"):
+    for model, model_rows in grammar_units(curves).groupby("model"):
         paradigms = model_rows[model_rows.level == Level.PARADIGM]
         reps = model_replicates(paradigms, items_by_model.get(model), n_boot, seed)
         info = model_rows[MODEL_COLUMNS].iloc[0].to_dict()
-        tokens = dict(zip(model_rows.step, model_rows.tokens, strict=True))
         for (level, task), unit in model_rows.groupby(["level", "task"]):
             # A phenomenon whose paradigm rows are absent is resampled from its own stderr.
             rep = reps.get(task) or task_replicates(unit, None, n_boot, seed)
-            rows.append(info | {"level": level, "task": task, "phenomenon": unit.phenomenon.iloc[0]}
-                        | _acquire(rep, unit, fraction, tokens, min_steps))
-    return pd.DataFrame(rows).sort_values(["model", "level", "acq_step", "task"], ignore_index=True)
+            yield info | {"level": level, "task": task, "phenomenon": unit.phenomenon.iloc[0]}, unit, rep
 
 
 def _acquire(rep: Replicates, unit: pd.DataFrame, fraction: float, tokens: dict, min_steps: int) -> dict:
@@ -424,6 +431,16 @@ def ngram_phenomena(ngram: pd.DataFrame, acq: pd.DataFrame, solved: float = 0.9)
     return pd.DataFrame(rows, columns=columns)
 
 
+def reused_checkpoints(curves: pd.DataFrame) -> pd.DataFrame:
+    """(model, step, same_weights_as) of each checkpoint whose results are another step's: the audit found their
+    weights byte-identical, so the sweep evaluated that step only."""
+    columns = ["model", "step", "same_weights_as"]
+    if "same_weights_as" not in curves:
+        return pd.DataFrame(columns=columns)
+    reused = curves[curves.same_weights_as.notna()].drop_duplicates(["model", "step"])
+    return reused[columns].sort_values(["model", "step"], ignore_index=True)
+
+
 # ---------------------------------------------------------------------------------------------------- everything
 METHODS = ("isotonic", "sigmoid")
 
@@ -474,6 +491,7 @@ def analyze(curves: pd.DataFrame, items_of: Callable[[str], pd.DataFrame | None]
         "stages": pd.concat(found_stages, ignore_index=True),
         "seed_spread": seed_spread(primary, groups), "agreement_ceiling": agreement_ceiling(agree, curves, groups),
         "step_matched": step_matched_agreement(curves),
+        "reused": reused_checkpoints(curves),
     }
     if kept_items:
         items = pd.concat(kept_items, ignore_index=True)

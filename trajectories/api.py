@@ -15,8 +15,11 @@ from pathlib import Path
 import pandas as pd
 
 from trajectories.engine import SweepSummary
-from trajectories.schema import ITEM_COLUMNS, EvalSettings, SweepSpec
+from trajectories.errors import UserError
+from trajectories.integrity import Audit
+from trajectories.schema import DUPLICATE_POLICIES, ITEM_COLUMNS, EvalSettings, SweepSpec
 from trajectories.store import Store
+from trajectories.wandb_runs import require_wandb
 
 
 def default_out(suite: str, tasks: str, limit: int | None = None) -> Path:
@@ -51,17 +54,25 @@ def sweep(suite: str, tasks: str | list[str], steps: str = "all", out: str | Pat
           dtype: str = "auto", batch_size: int | str = "auto", blimp_dir: str | Path | None = None,
           tasks_dir: str | Path | None = None, evict: str = "auto", force: bool = False,
           trust_remote_code: bool = False, executor: str = "local", workers: int | None = None,
-          units_per_job: int = 16, slurm_options: dict | None = None, progress: bool = True) -> SweepSummary:
+          units_per_job: int = 16, slurm_options: dict | None = None, duplicates: str = "reuse",
+          progress: bool = True, wandb_project: str | None = None) -> SweepSummary:
     """Evaluate `tasks` on every checkpoint `suite`, `models` and `steps` name, into `out`; resumable: completed
     units are skipped, so running the same call again finishes an interrupted sweep.
+
+    The checkpoints are audited first (see `audit`); of byte-identical checkpoints one is evaluated and the others
+    get its results (duplicates="reuse"), unless duplicates="evaluate".
 
     suite: "pythia", "hf:<org/repo>" or "local:<dir>"; tasks: "blimp", "blimp:<phenomenon>", a task or family name,
     or several (a list or a comma-separated string); steps: "all", "log", "final", "every:K", "A:B:K" or "0,512".
     executor: "local" (this process), "processes" (`workers` processes) or "slurm" (a job array; slurm_options:
-    partition, gpus_per_job, cpus_per_job, mem, time, array_parallelism)."""
+    partition, gpus_per_job, cpus_per_job, mem, time, array_parallelism). wandb_project: also log the curves to the
+    sweep's Weights & Biases run there (needs `pip install 'trajectories[wandb]'`)."""
     from trajectories.engine import run_sweep
     from trajectories.suites import get_suite, resolve_checkpoints
-    from trajectories.tasks import TaskCatalog
+    from trajectories.tasks import TaskCatalog, user_tasks_dir
+
+    if duplicates not in DUPLICATE_POLICIES:
+        raise UserError(f"duplicates must be one of {', '.join(DUPLICATE_POLICIES)}, not {duplicates!r}")
 
     task_spec = tasks if isinstance(tasks, str) else ",".join(tasks)
     model_names = [m.strip() for m in models.split(",") if m.strip()] if isinstance(models, str) else models
@@ -74,10 +85,29 @@ def sweep(suite: str, tasks: str | list[str], steps: str = "all", out: str | Pat
     slurm_options = slurm_options or {}
     if executor == "slurm" and not device:  # the jobs' device, not this machine's
         device = "cuda" if slurm_options.get("gpus_per_job") else "cpu"
-    settings = EvalSettings(_device(device), batch_size, str(catalog.blimp_dir) if catalog.blimp_dir else None, evict)
+    settings = EvalSettings(_device(device), batch_size, str(catalog.blimp_dir) if catalog.blimp_dir else None, evict,
+                            str(user_tasks_dir(tasks_dir)))
     out = Path(out) if out else default_out(suite, task_spec, limit)
-    return run_sweep(spec, checkpoints, out, settings, force=force, suite_description=chosen_suite.description,
-                     progress=progress, executor=_executor(executor, workers, slurm_options, units_per_job))
+    if wandb_project:
+        require_wandb()  # before the sweep's hours of work, not after
+    summary = run_sweep(spec, checkpoints, out, settings, force=force, suite_description=chosen_suite.description,
+                        progress=progress, executor=_executor(executor, workers, slurm_options, units_per_job),
+                        suite=chosen_suite, duplicates=duplicates)
+    if wandb_project and Store(out).curves_path.exists():
+        summary.wandb_run = to_wandb(out, wandb_project)
+    return summary
+
+
+def audit(suite: str, models: list[str] | str | None = None, steps: str = "all", progress: bool = True) -> Audit:
+    """List what each checkpoint holds (weight files with sizes and sha256, from hub metadata or hashes of local files;
+    no weights downloaded) and flag what is out of line: identical steps, steps with no branch, weight files or
+    sizes unlike the model's other checkpoints, configs that differ in shape. `.table()`, `.to_json()`,
+    `.findings`."""
+    from trajectories.suites import audit_checkpoints, get_suite, resolve_checkpoints
+
+    chosen_suite = get_suite(suite)
+    model_names = [m.strip() for m in models.split(",") if m.strip()] if isinstance(models, str) else models
+    return audit_checkpoints(chosen_suite, resolve_checkpoints(chosen_suite, model_names, steps), progress)
 
 
 def collect(out: str | Path, imports: list[str] | str | None = None, grouping: str | None = None) -> pd.DataFrame:
@@ -86,6 +116,29 @@ def collect(out: str | Path, imports: list[str] | str | None = None, grouping: s
     from trajectories.curves import collect as collect_curves
 
     return collect_curves(out, imports=imports, grouping=grouping)
+
+
+EXPORT_FORMATS = ("lm-eval",)
+
+
+def export(out: str | Path, dest: str | Path, format: str = "lm-eval", tasks_dir: str | Path | None = None
+           ) -> list[Path]:
+    """Write OUT's completed units under DEST in another tool's format: "lm-eval", one results file (and samples
+    files) per checkpoint in lm-eval 0.4's layout, task configs from `tasks_dir` as for the sweep. Returns the
+    results files."""
+    from trajectories.exports import export_lm_eval
+
+    if format not in EXPORT_FORMATS:
+        raise UserError(f"unknown export format {format!r}; formats: {', '.join(EXPORT_FORMATS)}")
+    return export_lm_eval(out, dest, tasks_dir)
+
+
+def to_wandb(out: str | Path, project: str | None = None, entity: str | None = None) -> str:
+    """Log OUT's learning curves to the sweep's Weights & Biases run (one history row per model and checkpoint, with
+    step and tokens; figures, curves and report as artifacts); returns the run's URL (or folder, offline)."""
+    from trajectories.wandb_runs import to_wandb as upload
+
+    return upload(out, project, entity)
 
 
 def load_curves(out: str | Path) -> pd.DataFrame:

@@ -7,7 +7,7 @@ import sys
 
 from trajectories import __version__
 from trajectories.errors import UserError
-from trajectories.schema import EVICT_POLICIES
+from trajectories.schema import DUPLICATE_POLICIES, EVICT_POLICIES
 from trajectories.suites import STEPS_HELP
 
 EXECUTORS = ("local", "processes", "slurm")
@@ -54,10 +54,20 @@ def cmd_sweep(args) -> int:
     summary = tj.sweep(
         args.suite, args.tasks, args.steps, args.out, args.models, args.limit, args.device, args.dtype,
         args.batch_size, args.blimp_dir, args.tasks_dir, args.evict, args.force, args.trust_remote_code,
-        args.executor, args.workers, args.units_per_job, slurm_options,
+        args.executor, args.workers, args.units_per_job, slurm_options, args.duplicates, wandb_project=args.wandb,
     )
     print(summary.report())
     return 0 if summary.ok else 1
+
+
+def cmd_audit(args) -> int:
+    import json
+
+    import trajectories as tj
+
+    report = tj.audit(args.suite, args.models, args.steps, progress=not args.json)
+    print(json.dumps(report.to_json(), indent=1) if args.json else report.table())
+    return 0
 
 
 def cmd_status(args) -> int:
@@ -75,6 +85,22 @@ def cmd_collect(args) -> int:
     print(f"{len(table)} rows, {table.model.nunique()} models, {table.step.nunique()} steps, "
           f"{table.task.nunique()} tasks")
     print(f"curves: {Store(args.out).curves_path} (and .csv)")
+    return 0
+
+
+def cmd_export(args) -> int:
+    import trajectories as tj
+
+    paths = tj.export(args.out, args.dest, args.format, args.tasks_dir)
+    print(f"{len(paths)} results files (one per checkpoint, samples beside them) under {args.dest}")
+    print(f"read them back with: trajectories collect NEW_OUT --import '{args.dest}/**/results_*.json'")
+    return 0
+
+
+def cmd_wandb(args) -> int:
+    import trajectories as tj
+
+    print(f"W&B run: {tj.to_wandb(args.out, args.project, args.entity)}")
     return 0
 
 
@@ -145,6 +171,14 @@ def cmd_tasks_list(args) -> int:
     return 0
 
 
+def cmd_tasks_export(args) -> int:
+    from trajectories.authoring import export_tasks
+
+    folder = export_tasks(args.family, args.dest, args.tasks_dir, force=args.force)
+    print(f"wrote {folder}; run it with: lm_eval --include_path {folder.parent} --tasks {args.family} ...")
+    return 0
+
+
 def _tasks_parser(sub) -> None:
     tasks = sub.add_parser("tasks", help="list tasks; check or add minimal-pair tasks").add_subparsers(
         dest="tasks_command", required=True)
@@ -153,6 +187,12 @@ def _tasks_parser(sub) -> None:
     p.add_argument("--blimp-dir", help=BLIMP_DIR_HELP)
     p.add_argument("--tasks-dir", help=TASKS_DIR_HELP)
     p.set_defaults(func=cmd_tasks_list)
+    p = tasks.add_parser("export", help="copy a task family for stock lm_eval (runs from any working directory)")
+    p.add_argument("family", help="a family of your task folder or a built-in one, e.g. minigrammar")
+    p.add_argument("dest", metavar="DIR", help="writes DIR/FAMILY/; run: lm_eval --include_path DIR --tasks FAMILY")
+    p.add_argument("--tasks-dir", help=TASKS_DIR_HELP)
+    p.add_argument("--force", action="store_true", help="replace an existing DIR/FAMILY/")
+    p.set_defaults(func=cmd_tasks_export)
     for command, help_ in (("check", "validate a file, folder or task without writing anything (exit 1 on errors)"),
                            ("add", "turn a file or folder of minimal pairs into tasks/NAME/")):
         p = tasks.add_parser(command, help=help_)
@@ -213,7 +253,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--evict", choices=EVICT_POLICIES, default="auto",
                    help="delete each downloaded hub checkpoint once evaluated (auto: those over 2 GB)")
     p.add_argument("--force", action="store_true", help="re-evaluate units that are already done")
+    p.add_argument("--duplicates", choices=DUPLICATE_POLICIES, default="reuse",
+                   help="checkpoints whose weights are identical to another step's: reuse that step's results "
+                   "(default; recorded as same_weights_as) or evaluate each")
     p.add_argument("--trust-remote-code", action="store_true", help="allow model code from the hub (off by default)")
+    p.add_argument("--wandb", metavar="PROJECT", help="also log the curves to a Weights & Biases run in PROJECT "
+                   "(pip install 'trajectories[wandb]')")
     run = p.add_argument_group("where units run (see README: Slurm and several GPUs)")
     run.add_argument("--executor", choices=EXECUTORS, default="local",
                      help="local: this process; processes: --workers processes here; slurm: a Slurm job array")
@@ -229,6 +274,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="slurm: checkpoints per job, all of one model (default 16)")
     p.set_defaults(func=cmd_sweep)
 
+    p = sub.add_parser("audit", help="list each checkpoint's weight files, sizes and sha256 (no weights downloaded) "
+                       "and flag identical steps, missing branches, odd shards, sizes or configs")
+    _suite_args(p)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_audit)
+
     p = sub.add_parser("status", help="done / failed / pending units per model")
     p.add_argument("out")
     p.set_defaults(func=cmd_status)
@@ -241,6 +292,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="BLiMP's phenomena: data (the data's 13 linguistics_term values) or paper (the BLiMP paper's "
                    "12: animate_subject_* under argument_structure); default: as the curves have it, else data")
     p.set_defaults(func=cmd_collect)
+
+    p = sub.add_parser("export", help="write a sweep's results in lm-eval's layout: a results file per checkpoint")
+    p.add_argument("out")
+    p.add_argument("dest", metavar="DIR", help="writes DIR/<model>/step<N>/results_<date>.json and samples_*.jsonl")
+    p.add_argument("--format", choices=("lm-eval",), default="lm-eval")
+    p.add_argument("--tasks-dir", help=TASKS_DIR_HELP + "; the task configs written come from there")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("wandb", help="log a results folder's curves to its Weights & Biases run (new checkpoints)")
+    p.add_argument("out")
+    p.add_argument("--project", help="W&B project (default: $WANDB_PROJECT)")
+    p.add_argument("--entity", help="W&B entity (team or user; default: yours)")
+    p.set_defaults(func=cmd_wandb)
 
     p = sub.add_parser("plot", help="learning-curve figures (PNG + SVG) under OUT/plots/")
     p.add_argument("out")

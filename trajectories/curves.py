@@ -6,9 +6,12 @@ items are resampled within each paradigm, and a phenomenon's replicate is the me
 (stats.py). Otherwise acc ± 1.96 × the reported standard error ("stderr"); a phenomenon's stderr combines its
 paradigms'.
 
-Imported results (`collect(out, imports=...)`) are parsed once and kept in OUT/imported.parquet, so a later collect
-(every sweep runs one) keeps them. A sweep's own row wins over an imported row for the same (model, step, task);
-among imports, the file read last wins.
+A unit not evaluated because its weights are byte-identical to another step's carries that step's results and its
+number in `same_weights_as` (schema.CURVE_OPTIONAL_COLUMNS; the column is there only when some unit has it).
+
+Imported results (`collect(out, imports=...)`) are parsed once and kept in OUT/imported.parquet (their items, from
+lm-eval's samples files, in OUT/imported.items.parquet), so a later collect (every sweep runs one) keeps them. A
+sweep's own row wins over an imported row for the same (model, step, task); among imports, the file read last wins.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from trajectories.schema import (
     CURVE_COLUMNS,
     CURVE_DTYPES,
     CURVE_KEY,
+    CURVE_OPTIONAL_COLUMNS,
+    CURVE_OPTIONAL_DTYPES,
     Level,
     TaskResult,
     UnitRecord,
@@ -31,7 +36,7 @@ from trajectories.schema import (
     with_curve_defaults,
 )
 from trajectories.stats import N_BOOT, Z95, model_replicates
-from trajectories.store import Store, StoreError
+from trajectories.store import Store, StoreError, items_outside
 
 
 def task_rows(record: UnitRecord, task: str, result: TaskResult) -> list[dict]:
@@ -46,23 +51,30 @@ def task_rows(record: UnitRecord, task: str, result: TaskResult) -> list[dict]:
         rows = [{"level": level, "task": task, "phenomenon": result.phenomenon, "acc": result.acc,
                  "acc_stderr": result.acc_stderr, "n": result.n}]
     unit = {"model": model.name, "size": model.size, "params": model.params, "deduped": bool(model.deduped),
-            "step": record.step, "tokens": record.tokens, "seed": model.seed, "grouping": ""}
+            "step": record.step, "tokens": record.tokens, "seed": model.seed, "grouping": "",
+            "same_weights_as": record.same_weights_as}
     return [unit | row | {"level": str(row["level"]), "ci_low": row["acc"] - Z95 * row["acc_stderr"],
                           "ci_high": row["acc"] + Z95 * row["acc_stderr"], "ci_method": "stderr"} for row in rows]
+
+
+ALL_COLUMNS = [*CURVE_COLUMNS, *CURVE_OPTIONAL_COLUMNS]
+ALL_DTYPES = CURVE_DTYPES | CURVE_OPTIONAL_DTYPES
 
 
 def curves_from_units(records: list[UnitRecord]) -> pd.DataFrame:
     """One row per (model, step, task) of stored units."""
     rows = [row for record in records for task, result in record.tasks.items()
             for row in task_rows(record, task, result)]
-    return pd.DataFrame(rows, columns=list(CURVE_COLUMNS)).astype(CURVE_DTYPES)
+    return pd.DataFrame(rows, columns=ALL_COLUMNS).astype(ALL_DTYPES)
 
 
 def with_phenomena(table: pd.DataFrame, items: pd.DataFrame | None = None, n_boot: int = N_BOOT,
                    seed: int = 0, grouping: str = "data") -> pd.DataFrame:
     """Add phenomenon rows (their `grouping` column says which grouping the paradigms' phenomena follow), and
     bootstrap CIs to paradigm rows that have items (items: ITEM_COLUMNS, any models)."""
-    table = with_curve_defaults(table[~table.level.isin([Level.PHENOMENON, Level.FIELD])])
+    # A table may lack optional columns, or those added since it was written.
+    table = with_curve_defaults(table[~table.level.isin([Level.PHENOMENON, Level.FIELD])]).reindex(
+        columns=ALL_COLUMNS)
     paradigms = table[(table.level == Level.PARADIGM) & table.acc.notna()]
     items_by_model = dict(tuple(items.groupby("model"))) if items is not None and len(items) else {}
     boot, phenomena = [], []
@@ -85,15 +97,21 @@ def with_phenomena(table: pd.DataFrame, items: pd.DataFrame | None = None, n_boo
         # A phenomenon's stderr is the bootstrap's; a paradigm keeps lm-eval's own.
         table.loc[use & (table.level == Level.PHENOMENON), "acc_stderr"] = table.boot_se
         table = table.drop(columns=["boot_low", "boot_high", "boot_se"])
-    table = table[list(CURVE_COLUMNS)].sort_values(["model", "level", "task", "step"], ignore_index=True)
-    return table.astype(CURVE_DTYPES)
+    return tidy(table.sort_values(["model", "level", "task", "step"], ignore_index=True))
+
+
+def tidy(table: pd.DataFrame) -> pd.DataFrame:
+    """The table's columns in order and typed; an optional column only when some row has a value."""
+    table = table.reindex(columns=ALL_COLUMNS).astype(ALL_DTYPES)
+    return table.drop(columns=[c for c in CURVE_OPTIONAL_COLUMNS if table[c].isna().all()])
 
 
 def _phenomenon_rows(paradigms: pd.DataFrame) -> pd.DataFrame:
     grouped = paradigms[paradigms.phenomenon != ""].groupby(["step", "phenomenon"])
     rows = grouped.agg(
         model=("model", "first"), size=("size", "first"), params=("params", "first"),
-        deduped=("deduped", "first"), tokens=("tokens", "first"), seed=("seed", "first"), acc=("acc", "mean"),
+        deduped=("deduped", "first"), tokens=("tokens", "first"), seed=("seed", "first"),
+        same_weights_as=("same_weights_as", "first"), acc=("acc", "mean"),
         var=("acc_stderr", lambda se: (se**2).sum() / len(se) ** 2), n=("n", lambda n: n.sum(min_count=1)),
     ).reset_index()
     rows["acc_stderr"] = np.sqrt(rows.pop("var"))
@@ -114,9 +132,12 @@ def collect(out: str | Path, imports: list[str | Path] | str | None = None, n_bo
     fields.phenomena(grouping)  # a clear error for an unknown grouping, before any work
     if imports:
         new = import_lm_eval_json(expand_imports(imports))
-        old = store.imported()
-        both = pd.concat([old, new], ignore_index=True) if old is not None else new
+        old, old_items = store.imported(), store.imported_items()
+        both = pd.concat([old, new.curves], ignore_index=True) if old is not None else new.curves
         store.save_imported(both.drop_duplicates(list(CURVE_KEY), keep="last").astype(CURVE_DTYPES))
+        # A new file's row replaces an old one, with its items or with none.
+        kept = items_outside(old_items, new.curves) if old_items is not None else None
+        store.save_imported_items(pd.concat([kept, new.items], ignore_index=True) if kept is not None else new.items)
     imported = store.imported()
     if imported is None:
         store.spec()  # a clear error if OUT is neither a sweep folder nor holds imports
@@ -132,10 +153,10 @@ def collect(out: str | Path, imports: list[str | Path] | str | None = None, n_bo
     per_model = []
     for model, rows in table.groupby("model"):
         items = store.items(model)
-        per_model += [with_phenomena(rows, items, n_boot, seed, grouping), fields.field_rows(rows, items, field_of,
-                                                                                             n_boot, seed)]
+        per_model += [with_phenomena(rows, items, n_boot, seed, grouping),
+                      fields.field_rows(rows, items, field_of, n_boot, seed)]
     table = pd.concat([t for t in per_model if len(t)], ignore_index=True)
-    table = table.sort_values(["model", "level", "task", "step"], ignore_index=True).astype(CURVE_DTYPES)
+    table = tidy(table.sort_values(["model", "level", "task", "step"], ignore_index=True))
     store.save_curves(table)
     return table
 

@@ -1,6 +1,8 @@
 """Evaluate one checkpoint on a fixed set of tasks through lm-eval, in named stages:
 
-    fetch     download (hub) and build the model on the CPU, in the background for the next checkpoint
+    fetch     download (hub) and build the model on the CPU, in the background for the next checkpoint; the load
+              guard fails a checkpoint whose files are not those the audit listed, whose weights do not all load
+              (missing, unexpected or misshapen tensors) or hold NaN or infinite values
     load      move it to the device and into the one lm-eval model object (lmeval.SweepLM)
     run       lm-eval's evaluation of every task
     release   evict a downloaded hub revision, if asked
@@ -24,12 +26,12 @@ import pandas as pd
 import torch
 
 from trajectories import hub, lmeval
+from trajectories.integrity import TOKENIZER_FILES, config_shape, weight_files
 from trajectories.schema import ITEM_COLUMNS, Checkpoint, EvalSettings, SweepSpec, TaskResult, UnitResult
+from trajectories.suites import local_digests, sha256_of
 from trajectories.tasks import TaskCatalog
 
-# config.json keys that differ between checkpoints of one model without changing its shape.
-VOLATILE_CONFIG_KEYS = {"_name_or_path", "transformers_version", "torch_dtype", "dtype", "_commit_hash"}
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt")
+SHOWN_TENSORS = 8  # a message names at most this many tensors
 
 
 class EvaluationError(RuntimeError):
@@ -52,14 +54,13 @@ class FetchedCheckpoint:
     folder: Path
     model: torch.nn.Module
     commit: str | None  # the hub revision's commit; None for local checkpoints
+    weights: dict[str, str]  # weight file -> sha256
     seconds: float
 
     @property
     def identity(self) -> tuple[str, str]:
         """Checkpoints with equal identity (architecture shape, tokenizer files) can be served by one SweepLM."""
-        config = json.loads((self.folder / "config.json").read_text())
-        shape = json.dumps({k: v for k, v in config.items() if k not in VOLATILE_CONFIG_KEYS}, sort_keys=True)
-        return shape, tokenizer_fingerprint(self.folder)
+        return config_shape(json.loads((self.folder / "config.json").read_text())), tokenizer_fingerprint(self.folder)
 
 
 def tokenizer_fingerprint(folder: Path) -> str:
@@ -71,14 +72,71 @@ def tokenizer_fingerprint(folder: Path) -> str:
 
 
 def fetch(ckpt: Checkpoint, dtype: str, trust_remote_code: bool) -> FetchedCheckpoint:
-    """Download (hub) and build a checkpoint's model on the CPU."""
+    """Download (hub) and build a checkpoint's model on the CPU, through the load guard."""
     from transformers import AutoModelForCausalLM
 
     started = time.perf_counter()
     folder, commit = (Path(ckpt.path), None) if ckpt.path else hub.download(ckpt.model.repo, ckpt.revision)
-    # transformers reads safetensors, and .bin files only with torch.load(weights_only=True).
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, trust_remote_code=trust_remote_code).eval()
-    return FetchedCheckpoint(folder, model, commit, time.perf_counter() - started)
+    names = weight_files(p.name for p in folder.iterdir())
+    # huggingface_hub checks a download's size, not its content: the weights are hashed here (local files: once).
+    weights = local_digests(folder, names) if ckpt.path else {name: sha256_of(folder / name) for name in names}
+    check_listed(ckpt, commit, weights)
+    # transformers reads safetensors, and .bin files only with torch.load(weights_only=True). Misshapen tensors are
+    # reported rather than raised, so that the message can name them.
+    model, info = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, trust_remote_code=trust_remote_code,
+                                                       output_loading_info=True, ignore_mismatched_sizes=True)
+    check_loaded(ckpt, info)
+    check_weights_finite(ckpt, model)
+    return FetchedCheckpoint(folder, model.eval(), commit, weights, time.perf_counter() - started)
+
+
+def _names(keys) -> str:
+    keys = sorted(keys)
+    return ", ".join(keys[:SHOWN_TENSORS]) + (f" and {len(keys) - SHOWN_TENSORS} more" if len(keys) > SHOWN_TENSORS
+                                              else "")
+
+
+def check_listed(ckpt: Checkpoint, commit: str | None, weights: dict[str, str]) -> None:
+    """The files are those the sweep's audit listed: the same commit, the same weight files and sha256."""
+    listing = ckpt.listing
+    if listing is None:
+        return
+    if listing.commit and commit != listing.commit:
+        raise EvaluationError(f"{ckpt.describe()}: the branch now points at commit {commit}, not {listing.commit} "
+                              "as when the sweep audited it (re-uploaded?); run the sweep again to audit it anew")
+    listed = {f.path: f.sha256 for f in listing.weights}
+    if listed.keys() != weights.keys():
+        raise EvaluationError(f"{ckpt.describe()}: weight files {_names(weights)}, where the audit listed "
+                              f"{_names(listed)}")
+    if wrong := [name for name, sha in listed.items() if sha and weights[name] != sha]:
+        raise EvaluationError(f"{ckpt.describe()}: {_names(wrong)}: content differs from the listed sha256 (a "
+                              "corrupted download or file); delete it from the cache and run the sweep again")
+
+
+def check_loaded(ckpt: Checkpoint, info: dict) -> None:
+    """Every tensor of the model came from the checkpoint, and every tensor of the checkpoint went into the model:
+    transformers would otherwise initialise what is missing at random and the unit would score near chance."""
+    problems = []
+    if info["missing_keys"]:
+        problems.append(f"missing tensors {_names(info['missing_keys'])}")
+    if info["mismatched_keys"]:
+        problems.append("tensors of the wrong shape " + _names(
+            f"{key} {tuple(got)} (the model's {tuple(want)})" for key, got, want in info["mismatched_keys"]))
+    if info["unexpected_keys"]:
+        problems.append(f"tensors the model does not have {_names(info['unexpected_keys'])}")
+    problems += list(info.get("error_msgs") or [])
+    if problems:
+        raise EvaluationError(f"{ckpt.describe()}: the weights do not load fully: {'; '.join(problems)}")
+
+
+def check_weights_finite(ckpt: Checkpoint, model: torch.nn.Module) -> None:
+    tensors = [*model.named_parameters(), *model.named_buffers()]
+    # A NaN or inf makes the sum non-finite; the sum is many times faster than isfinite over every element, which
+    # decides only when the sum overflowed.
+    bad = [name for name, t in tensors if t.is_floating_point() and not bool(torch.isfinite(t.sum()))
+           and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise EvaluationError(f"{ckpt.describe()}: weights hold NaN or infinite values in {_names(bad)}")
 
 
 def items_of(ckpt: Checkpoint, samples: dict[str, list[dict]]) -> pd.DataFrame:
@@ -112,7 +170,7 @@ class Evaluator:
     def __init__(self, spec: SweepSpec, settings: EvalSettings, catalog: TaskCatalog | None = None):
         lmeval.quiet()
         self.spec, self.settings = spec, settings
-        self.catalog = catalog or TaskCatalog(blimp_dir=settings.blimp_dir)
+        self.catalog = catalog or TaskCatalog(settings.tasks_dir, settings.blimp_dir)
         self.task_dict = self.catalog.load(list(spec.tasks))
         for task in self.task_dict["tasks"].values():
             lmeval.reuse_task_work(task)
@@ -159,6 +217,8 @@ class Evaluator:
                     token_cache=self.token_caches.setdefault(identity[1], {}),
                 )
                 self.lm_identity = identity
+        except EvaluationError:
+            raise
         except Exception as err:  # noqa: BLE001 - any load failure (missing revision, corrupt weights) fails the unit
             raise EvaluationError(f"could not load {ckpt.describe()}: {type(err).__name__}: {err}") from err
         finally:
@@ -187,7 +247,7 @@ class Evaluator:
     def provenance(self, fetched: FetchedCheckpoint) -> dict:
         model, device = self.lm.model, self.lm.device
         return {
-            "versions": versions(), "commit": fetched.commit,
+            "versions": versions(), "commit": fetched.commit, "weights": fetched.weights,
             "device": str(model.device), "dtype": str(model.dtype).removeprefix("torch."),
             "batch_size": self.lm.rows_per_batch,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

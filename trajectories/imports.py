@@ -1,9 +1,13 @@
-"""Import lm-eval results JSON files (0.3 and 0.4 layouts) from other runs as curve rows.
+"""Import lm-eval results JSON files (0.3 and 0.4 layouts) from other runs as curve rows, and the per-item results
+of their samples files.
 
 Model and step come from the file's model_args (`pretrained=...,revision=step<N>`), else the step from its file or
-folder names (`...step<N>...`). A task's `acc` is a paradigm row when the task is a minimal-pair paradigm (it has a
-phenomenon), else a metric row; every other numeric metric becomes a metric row named "<task>/<metric>" (e.g.
-"lambada_openai/perplexity"), its value in `acc` and its stderr in `acc_stderr`.
+folder names (`...step<N>...`); files that `trajectories export` wrote say them exactly (the "trajectories" key). A
+task's `acc` is a paradigm row when the task is a minimal-pair paradigm (it has a phenomenon: in its config's
+metadata, as our task YAMLs record it, or known here), else a metric row; every other numeric metric becomes a
+metric row named "<task>/<metric>" (e.g. "lambada_openai/perplexity"), its value in `acc` and its stderr in
+`acc_stderr`. A paradigm's items come from lm-eval's `samples_<task>_<date>.jsonl` beside `results_<date>.json`
+(written with `--log_samples`), so its confidence intervals are bootstrapped over items as for a sweep.
 """
 
 from __future__ import annotations
@@ -11,13 +15,23 @@ from __future__ import annotations
 import glob
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from trajectories.errors import UserError
-from trajectories.schema import CURVE_COLUMNS, CURVE_DTYPES, CURVE_KEY, Level, ModelInfo
+from trajectories.schema import (
+    CURVE_COLUMNS,
+    CURVE_DTYPES,
+    CURVE_KEY,
+    CURVE_OPTIONAL_COLUMNS,
+    CURVE_OPTIONAL_DTYPES,
+    ITEM_COLUMNS,
+    Level,
+    ModelInfo,
+)
 from trajectories.stats import Z95
 from trajectories.tasks import TaskCatalog
 
@@ -61,9 +75,12 @@ def _read_results_json(path: Path) -> dict:
     return data
 
 
-def _checkpoint_of(path: Path, data: dict) -> tuple[ModelInfo, int]:
-    """The model (from pretrained=..., else lm-eval's model name) and step (revision=step<N>, else a step<N> in
-    the model path, the file name or its folders') a results file describes."""
+def _checkpoint_of(path: Path, data: dict) -> tuple[ModelInfo, int, int | None, int | None]:
+    """The model (from pretrained=..., else lm-eval's model name), step (revision=step<N>, else a step<N> in the
+    model path, the file name or its folders'), tokens (when known) and same_weights_as a results file describes."""
+    if isinstance(ours := data.get("trajectories"), dict):  # written by `trajectories export`: exact
+        return (ModelInfo.from_dict(ours["model"]), int(ours["step"]), ours.get("tokens"),
+                ours.get("same_weights_as"))
     config = data.get("config") or {}
     args = _model_args(config)
     source = str(args.get("pretrained") or data.get("model_name") or config.get("model") or "")
@@ -79,14 +96,18 @@ def _checkpoint_of(path: Path, data: dict) -> tuple[ModelInfo, int]:
             f"{path}: cannot tell the training step: no revision=step<N> in its model_args and no step<N> in its "
             "file or folder name; rename it to include step<N>"
         )
-    return _model_info(source, config.get("model_num_parameters")), step
+    model = _model_info(source, config.get("model_num_parameters"))
+    return model, step, step * model.tokens_per_step if model.tokens_per_step else None, None
 
 
 def metric_rows(data: dict) -> list[dict]:
-    """(task, value, stderr, n) per numeric metric: `acc` keeps the task's name, others become "<task>/<metric>"."""
+    """(task, value, stderr, n) per numeric metric: `acc` keeps the task's name, others become "<task>/<metric>".
+    Groups (lm-eval 0.4 lists them among the results too) are left out: phenomenon rows are computed here."""
     n_samples = data.get("n-samples") or {}
     rows = []
     for task, metrics in data["results"].items():
+        if task in (data.get("groups") or {}):
+            continue
         n = (n_samples.get(task) or {}).get("effective") or metrics.get("sample_len")
         for key, value in metrics.items():
             metric, _, filt = key.partition(",")  # 0.4 names are "<metric>,<filter>"; 0.3 names are bare
@@ -105,35 +126,82 @@ def metric_rows(data: dict) -> list[dict]:
 
 def _import_one(path: Path) -> pd.DataFrame:
     data = _read_results_json(path)
-    model, step = _checkpoint_of(path, data)
+    model, step, tokens, same_weights_as = _checkpoint_of(path, data)
     rows = metric_rows(data)
     if not rows:
         raise ResultsImportError(f"{path}: its results hold no numeric metrics")
+    configs = data.get("configs") or {}
     table = pd.DataFrame(rows).assign(
-        model=model.name, size=model.size, params=model.params, deduped=model.deduped, step=step,
-        tokens=step * model.tokens_per_step if model.tokens_per_step else None, ci_method="stderr",
-        seed=model.seed, grouping="",
+        model=model.name, size=model.size, params=model.params, deduped=model.deduped, step=step, tokens=tokens,
+        ci_method="stderr", same_weights_as=same_weights_as, seed=model.seed, grouping="",
     )
+    table["phenomenon"] = table.task.map(lambda task: _config_phenomenon(configs.get(task)))
     table["ci_low"], table["ci_high"] = table.acc - Z95 * table.acc_stderr, table.acc + Z95 * table.acc_stderr
     return table
 
 
-def import_lm_eval_json(paths: list[str | Path]) -> pd.DataFrame:
-    """Curve rows (paradigm and metric level) from lm-eval results JSON files, 0.3 or 0.4 layout.
+def _config_phenomenon(config) -> str:
+    metadata = config.get("metadata") if isinstance(config, dict) else None
+    return str(metadata.get("phenomenon") or "") if isinstance(metadata, dict) else ""
+
+
+def _samples_items(results: Path, model: str, step: int, task: str) -> pd.DataFrame | None:
+    """Items of one task from lm-eval's samples file beside `results` (None if there is none): the target choice's
+    log-prob against the best other choice's, and lm-eval's acc, as a sweep records them (evaluate.items_of)."""
+    date = results.stem.removeprefix("results_")
+    path = results.with_name(f"samples_{task}_{date}.jsonl")
+    if not path.is_file():
+        return None
+    rows = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            sample = json.loads(line)
+            logps = [float(resp[0]) for resp in sample["filtered_resps"]]
+            target = int(sample["target"])
+            others = [lp for i, lp in enumerate(logps) if i != target]
+            rows.append((model, step, task, int(sample["doc_id"]), logps[target], max(others), bool(sample["acc"])))
+        except (ValueError, KeyError, TypeError, IndexError) as err:
+            raise ResultsImportError(f"{path}:{n}: not a multiple-choice sample with acc ({err!r})") from err
+    return pd.DataFrame(rows, columns=list(ITEM_COLUMNS))
+
+
+@dataclass(frozen=True)
+class Imported:
+    curves: pd.DataFrame  # paradigm and metric rows (schema.CURVE_COLUMNS)
+    items: pd.DataFrame  # per-item results of the paradigms whose samples files were found (schema.ITEM_COLUMNS)
+
+
+def import_lm_eval_json(paths: list[str | Path]) -> Imported:
+    """Curve rows (paradigm and metric level) from lm-eval results JSON files, 0.3 or 0.4 layout, and the items of
+    their paradigms from the samples files beside them.
 
     Model and step come from the file's model_args (`pretrained=...,revision=step<N>`), else the step from its
     file or folder names (`...step<N>...`); a file whose step cannot be found raises ResultsImportError."""
-    frames = [_import_one(Path(p)) for p in paths]
-    if not frames:
+    files = [(Path(p), _import_one(Path(p))) for p in paths]
+    if not files:
         raise ResultsImportError("no lm-eval results files to import")
-    table = pd.concat(frames, ignore_index=True).drop_duplicates(list(CURVE_KEY), keep="last")
     catalog = TaskCatalog()
-    tasks = table.task[table.level == Level.PARADIGM].unique()
-    table["phenomenon"] = table.task.map({t: catalog.phenomenon(t) for t in tasks}).fillna("")
-    # An accuracy is a paradigm's only when the task is a minimal-pair paradigm (it has a phenomenon).
-    table.loc[(table.level == Level.PARADIGM) & (table.phenomenon == ""), "level"] = Level.METRIC
-    table["level"] = table.level.astype(str)
-    return table[list(CURVE_COLUMNS)].reset_index(drop=True).astype(CURVE_DTYPES)
+    known: dict[str, str] = {}
+    for _, table in files:
+        unknown = (table.level == Level.PARADIGM) & (table.phenomenon == "")
+        table.loc[unknown, "phenomenon"] = table.task[unknown].map(
+            lambda task: known.setdefault(task, catalog.phenomenon(task)))
+        # An accuracy is a paradigm's only when the task is a minimal-pair paradigm (it has a phenomenon).
+        table.loc[(table.level == Level.PARADIGM) & (table.phenomenon == ""), "level"] = Level.METRIC
+    curves = pd.concat([t for _, t in files], ignore_index=True).drop_duplicates(list(CURVE_KEY), keep="last")
+    curves["level"] = curves.level.astype(str)
+    items, taken = [], set()
+    for path, table in reversed(files):  # a paradigm's items come from the file its row came from: the last
+        for row in table[table.level == Level.PARADIGM].itertuples():
+            if (row.model, row.step, row.task) not in taken:
+                taken.add((row.model, row.step, row.task))
+                items.append(_samples_items(path, row.model, row.step, row.task))
+    items = [i for i in items if i is not None]
+    items = pd.concat(items, ignore_index=True) if items else pd.DataFrame(columns=list(ITEM_COLUMNS))
+    columns = [*CURVE_COLUMNS, *CURVE_OPTIONAL_COLUMNS]
+    return Imported(curves[columns].reset_index(drop=True).astype(CURVE_DTYPES | CURVE_OPTIONAL_DTYPES), items)
 
 
 def expand_imports(patterns: list[str | Path] | str) -> list[Path]:

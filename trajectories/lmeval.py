@@ -32,6 +32,7 @@ import lm_eval.utils
 import torch
 from lm_eval.api.registry import register_model
 from lm_eval.api.task import ConfigurableTask
+from lm_eval.config.task import TaskConfig
 from lm_eval.models.huggingface import HFLM
 from lm_eval.tasks import TaskManager
 from lm_eval.tasks._index import Kind
@@ -94,6 +95,14 @@ class TaskIndex:
     def load(self, configs: list[dict]) -> dict:
         """lm-eval's task dict for task configs (as `entries[...].cfg`, possibly edited)."""
         return self.manager.load(configs)
+
+
+def full_config(cfg: dict) -> dict:
+    """A task's config as lm-eval writes it into a results file's "configs" (every field, defaults filled in)."""
+    try:
+        return TaskConfig(**cfg).to_dict()
+    except (TypeError, ValueError):  # a key this lm-eval's TaskConfig lacks: the config as the YAML gives it
+        return dict(cfg)
 
 
 # ---------------------------------------------------------------------------------------------------- running

@@ -30,15 +30,14 @@ from scipy.special import expit
 
 from trajectories.analysis import (
     CHANCE,
-    MODEL_COLUMNS,
     AnalysisError,
     above_chance,
-    check_items,
     ci_label,
     grammar_units,
     monotone_fit,
+    unit_replicates,
 )
-from trajectories.stats import N_BOOT, Replicates, model_replicates, task_replicates
+from trajectories.stats import N_BOOT, Replicates
 
 METHODS = ("sigmoid", "isotonic")
 CENSOR_SHARE = 0.5
@@ -382,24 +381,16 @@ def onsets(curves: pd.DataFrame, items: pd.DataFrame | None = None, methods: tup
         raise AnalysisError(f"unknown onset method(s) {', '.join(sorted(unknown))}; choose from {', '.join(METHODS)}")
     if fraction is not None and not 0 < fraction < 1:
         raise AnalysisError(f"fraction must be in (0, 1), not {fraction}")
-    units = grammar_units(curves)
-    if units.empty:
+    if grammar_units(curves).empty:
         raise AnalysisError("no minimal-pair results (paradigm or phenomenon rows with a phenomenon) to analyse")
-    items = check_items(items)
-    items_by_model = dict(tuple(items.groupby("model"))) if items is not None else {}
     rows = []
-    for model, model_rows in units.groupby("model"):
-        reps = model_replicates(model_rows[model_rows.level == "paradigm"], items_by_model.get(model), n_boot, seed)
-        info = model_rows[MODEL_COLUMNS].iloc[0].to_dict()
-        for (level, task), unit in model_rows.groupby(["level", "task"]):
-            rep = reps.get(task) or task_replicates(unit, None, n_boot, seed)
-            by_step = unit.set_index("step")
-            n = by_step.n.reindex(rep.steps).astype(float).to_numpy()
-            tokens = by_step.tokens.reindex(rep.steps).astype(float).to_numpy()
-            for method in methods:
-                onset = asdict(ESTIMATORS[method](rep, n, fraction))
-                rows.append(info | {"level": level, "task": task, "phenomenon": unit.phenomenon.iloc[0]} | onset
-                            | {"acq_tokens": _tokens_at(rep.steps, tokens, onset["acq_step"])})
+    for keys, unit, rep in unit_replicates(curves, items, n_boot, seed):
+        by_step = unit.set_index("step")
+        n = by_step.n.reindex(rep.steps).astype(float).to_numpy()
+        tokens = by_step.tokens.reindex(rep.steps).astype(float).to_numpy()
+        for method in methods:
+            onset = asdict(ESTIMATORS[method](rep, n, fraction))
+            rows.append(keys | onset | {"acq_tokens": _tokens_at(rep.steps, tokens, onset["acq_step"])})
     table = pd.DataFrame(rows, columns=list(ONSET_COLUMNS))
     return table.sort_values(["model", "level", "method", "acq_step", "task"], ignore_index=True)
 

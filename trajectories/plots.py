@@ -5,7 +5,9 @@ dotted = deduplicated data. Models that differ only in seed are drawn as one lin
 seeds (from the lowest to the highest). Steps (or tokens) are on a symlog axis, so step 0 and the log-spaced early
 checkpoints are visible; with x = "loss" the axis is held-out loss, falling as training runs (left to right). The
 dashed grey line is chance (0.5) for minimal-pair tasks; a brown dash-dot line is the best n-gram baseline; bars at
-the foot of a panel mark the stages `analyze` found (below chance, or a significant drop), in the model's colour.
+the foot of a panel mark the stages `analyze` found (below chance, or a significant drop), in the model's colour. On
+the curves, an open circle marks a checkpoint whose weights are identical to an earlier step's (`same_weights_as`):
+its value is that step's.
 """
 
 from __future__ import annotations
@@ -79,7 +81,7 @@ def _legend(fig, styles: dict, models, chance: bool, extras: dict | None = None)
     if chance:
         handles.append(Line2D([], [], color="0.5", ls="--", lw=1, label="chance"))
     for label, handle in extras.items():
-        handles.append(handle if isinstance(handle, Line2D) else Line2D([], [], label=label, **handle))
+        handles.append(Line2D([], [], label=label, **handle))
     fig.legend(handles=handles, title="model size", loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
 
 
@@ -203,6 +205,9 @@ def line_grid(data: pd.DataFrame, panel: str, out_dir: Path, stem: str, title: s
             style = styles[model]
             ax.plot(curve[x], curve.acc, color=style["color"], ls=style["linestyle"], lw=1.6)
             ax.fill_between(curve[x], curve.ci_low, curve.ci_high, color=style["color"], alpha=0.18, lw=0)
+            if "same_weights_as" in curve:
+                same = curve[curve.same_weights_as.notna()]
+                ax.plot(same[x], same.acc, ls="", marker="o", ms=5, mfc="none", color=style["color"], mew=1.2)
         if chance:
             ax.axhline(CHANCE, color="0.5", ls="--", lw=1)
         elif rows.task.str.contains("perplexity").all() and (rows.acc > 0).all():
@@ -228,6 +233,8 @@ def line_grid(data: pd.DataFrame, panel: str, out_dir: Path, stem: str, title: s
         extras["best n-gram baseline"] = {"color": NGRAM_COLOR, "ls": "-.", "lw": 1.2}
     if stages is not None and stages.task.isin(panels).any():
         extras["stage (below chance or a drop)"] = {"color": "0.3", "lw": 4}
+    if "same_weights_as" in data and data.same_weights_as.notna().any():
+        extras["same weights as an\nearlier step"] = {"color": "0.2", "ls": "", "marker": "o", "mfc": "none"}
     _legend(fig, styles, drawn.model.unique(), chance, extras)
     # Figures against loss sit beside those against steps: phenomena_by_loss.png next to phenomena.png.
     return save(fig, out_dir, stem + ("_by_loss" if x == "loss" else ""))

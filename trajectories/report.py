@@ -89,6 +89,16 @@ def _grouping_line(curves: pd.DataFrame) -> str:
                    else "")
 
 
+def _reused(reused: pd.DataFrame) -> list[str]:
+    """One line per group of checkpoints with the weights of one step."""
+    lines = []
+    for (model, source), rows in reused.groupby(["model", "same_weights_as"]):
+        steps = ", ".join(f"{s:,}" for s in rows.step)
+        lines.append(f"{model}: step{'s' * (len(rows) > 1)} {steps} {'have' if len(rows) > 1 else 'has'} the "
+                     f"weights of step {int(source):,}.")
+    return lines
+
+
 def _missing(curves: pd.DataFrame, requested: list[tuple[str, int]], failures: list[FailureRecord]) -> list[str]:
     lines = []
     missing = sorted(set(requested) - set(zip(curves.model, curves.step, strict=True)))
@@ -332,6 +342,11 @@ def document(title: str, curves: pd.DataFrame, results: dict[str, pd.DataFrame],
               "sqrt(10) times sampling noise on average. Duplicate: per-item log-probs equal another step's. Public "
               "suites have served mislabelled and duplicated checkpoints."),
         ("table", suspicious) if len(suspicious) else ("p", "None found."),
+        ("h2", "Checkpoints with identical weights"),
+        ("p", "The sweep's audit found these checkpoints byte-identical to an earlier step (weights, config shape "
+              "and tokenizer, from hub metadata or file hashes). They were not evaluated again: their results are "
+              "that step's (`same_weights_as` in the curve table; open circles in the figures)."),
+        *(("p", line) for line in _reused(results["reused"]) or ["None."]),
         *_figure_blocks(figures, INLINE_FIGURES),
     ]
 

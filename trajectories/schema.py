@@ -46,6 +46,7 @@ class Checkpoint:
     tokens: int | None = None
     revision: str | None = None  # hub branch, e.g. "step1000"; None for local checkpoints
     path: str | None = None  # local HF model folder; None for hub checkpoints
+    listing: Listing | None = None  # what the sweep's audit found in it: the load guard checks the files against it
 
     @property
     def source(self) -> str:
@@ -59,6 +60,65 @@ class Checkpoint:
     def describe(self) -> str:
         where = self.path or f"{self.model.repo}@{self.revision}"
         return f"{self.model.name} step {self.step} ({where})"
+
+
+@dataclass(frozen=True)
+class WeightFile:
+    """One weight file of a checkpoint, as its suite lists it without reading it (hub: LFS metadata)."""
+
+    path: str  # relative to the checkpoint folder, e.g. "model.safetensors"
+    size: int
+    sha256: str | None  # None: not known without downloading (a hub file stored outside LFS)
+
+
+@dataclass(frozen=True)
+class Listing:
+    """What one checkpoint holds, read from hub metadata or from local files, without loading its weights."""
+
+    model: str
+    step: int
+    weights: tuple[WeightFile, ...]  # the files a sweep loads: the safetensors where there are any, else the .bin
+    config_shape: str | None  # config.json without the keys that may differ between checkpoints of one model (JSON)
+    tokenizer: str | None  # a digest of the tokenizer files
+    revision: str | None = None  # hub branch
+    commit: str | None = None  # the commit the branch pointed at when listed
+
+    @property
+    def size(self) -> int:
+        return sum(f.size for f in self.weights)
+
+    @property
+    def content(self) -> tuple | None:
+        """Equal for checkpoints whose weights, config shape and tokenizer are byte-identical; None when unknown."""
+        if not self.weights or any(f.sha256 is None for f in self.weights):
+            return None
+        return tuple(sorted((f.path, f.sha256) for f in self.weights)), self.config_shape, self.tokenizer
+
+
+class FindingKind(str, enum.Enum):
+    """What the audit found out of line in a suite's checkpoints."""
+
+    DUPLICATE = "duplicate"  # byte-identical weights (and config, tokenizer) to another step of the model
+    NO_BRANCH = "no-branch"  # a requested step the repo has no branch for
+    SHARDS = "shards"  # a weight file set unlike the model's other checkpoints in the same format
+    SIZE = "size"  # total weight size out of line with the model's other checkpoints in the same format
+    CONFIG = "config"  # config.json differs in shape from the model's other checkpoints
+    UNLISTED = "unlisted"  # no metadata to audit (offline, and not in the local hub cache)
+
+    def __str__(self) -> str:
+        return self.value
+
+
+# Findings that make a unit fail before anything is downloaded; the others are warnings.
+FAILING_FINDINGS = (FindingKind.NO_BRANCH, FindingKind.CONFIG)
+
+
+@dataclass(frozen=True)
+class Finding:
+    kind: FindingKind
+    model: str
+    steps: tuple[int, ...]  # DUPLICATE: the group, first step first; otherwise the one step concerned
+    detail: str  # plain words, e.g. "steps 0, 1, 2 have identical weights"
 
 
 @dataclass(frozen=True)
@@ -85,6 +145,7 @@ class SweepSpec:
 
 
 EVICT_POLICIES = ("auto", "always", "never")
+DUPLICATE_POLICIES = ("reuse", "evaluate")  # byte-identical checkpoints: evaluate one and reuse, or evaluate each
 
 
 @dataclass(frozen=True)
@@ -95,6 +156,7 @@ class EvalSettings:
     batch_size: int | str = "auto"
     blimp_dir: str | None = None
     evict: str = "auto"  # delete downloaded hub checkpoints once evaluated: one of EVICT_POLICIES
+    tasks_dir: str | None = None  # the user's task folder (tasks.user_tasks_dir), absolute: workers run elsewhere
 
 
 # ---------------------------------------------------------------------------------------------------- records
@@ -141,22 +203,26 @@ class UnitRecord:
     seconds: dict[str, float] = field(default_factory=dict)
     provenance: dict = field(default_factory=dict)
     by: dict | None = None  # who evaluated it (sweep, job, host, pid, log), as locks.owner() gives it
+    # Not evaluated: its weights are byte-identical to this step's (the audit's duplicate group), whose results it
+    # carries. None for a unit evaluated itself.
+    same_weights_as: int | None = None
 
     @property
     def key(self) -> tuple[str, int]:
         return (self.model.name, self.step)
 
     @classmethod
-    def of(cls, ckpt: Checkpoint, result: UnitResult, spec: SweepSpec, by: dict | None) -> UnitRecord:
+    def of(cls, ckpt: Checkpoint, result: UnitResult, spec: SweepSpec, by: dict | None,
+           same_weights_as: int | None = None) -> UnitRecord:
         return cls(ckpt.suite, ckpt.model, ckpt.step, ckpt.tokens, ckpt.revision, ckpt.path, spec, result.tasks,
-                   result.seconds, result.provenance, by)
+                   result.seconds, result.provenance, by, same_weights_as)
 
     def to_json(self) -> dict:
         return {
             "suite": self.suite, "model": asdict(self.model), "step": self.step, "tokens": self.tokens,
             "revision": self.revision, "path": self.path, "spec": self.spec.as_dict(),
             "tasks": {task: asdict(result) for task, result in self.tasks.items()}, "seconds": self.seconds,
-            **self.provenance, "by": self.by,
+            **self.provenance, "by": self.by, "same_weights_as": self.same_weights_as,
         }
 
     @classmethod
@@ -168,7 +234,7 @@ class UnitRecord:
             tokens=data.get("tokens"), revision=data.get("revision"), path=data.get("path"),
             spec=SweepSpec.from_dict(data["spec"]),
             tasks={task: TaskResult.from_dict(result) for task, result in data["tasks"].items()},
-            seconds=data.get("seconds") or {}, by=data.get("by"),
+            seconds=data.get("seconds") or {}, by=data.get("by"), same_weights_as=data.get("same_weights_as"),
             provenance={k: v for k, v in data.items() if k not in known},
         )
 
@@ -259,6 +325,10 @@ CURVE_COLUMNS = (
     "model", "size", "params", "deduped", "step", "tokens", "level", "task", "phenomenon",
     "acc", "acc_stderr", "ci_low", "ci_high", "ci_method", "n", "seed", "grouping",
 )
+#   same_weights_as: the step whose results a unit carries because its weights are byte-identical (UnitRecord).
+#   A table has it only when some row does, so tables of sweeps without duplicates are as they always were.
+CURVE_OPTIONAL_COLUMNS = ("same_weights_as",)
+CURVE_OPTIONAL_DTYPES = {"same_weights_as": "Int64"}
 CURVE_KEY = ("model", "step", "level", "task")  # one row per key
 CURVE_DTYPES = {"params": "Int64", "tokens": "Int64", "step": "int64", "n": "Int64", "deduped": "bool",
                 "seed": "Int64"}

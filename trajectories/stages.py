@@ -29,8 +29,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
-from trajectories.analysis import CHANCE, MODEL_COLUMNS, AnalysisError, check_items, grammar_units
-from trajectories.stats import N_BOOT, Replicates, model_replicates, task_replicates
+from trajectories.analysis import CHANCE, AnalysisError, unit_replicates
+from trajectories.stats import N_BOOT, Replicates
 
 KINDS = ("below_chance", "drop")
 
@@ -146,15 +146,7 @@ def stages(curves: pd.DataFrame, items: pd.DataFrame | None = None, alpha: float
     `analysis.acquisition` (paired item resampling where the item table has the unit's items)."""
     if not 0 < alpha < 1:
         raise AnalysisError(f"alpha must be in (0, 1), not {alpha}")
-    units = grammar_units(curves)
-    items = check_items(items)
-    items_by_model = dict(tuple(items.groupby("model"))) if items is not None else {}
     rows = []
-    for model, model_rows in units.groupby("model"):
-        reps = model_replicates(model_rows[model_rows.level == "paradigm"], items_by_model.get(model), n_boot, seed)
-        info = model_rows[MODEL_COLUMNS].iloc[0].to_dict()
-        for (level, task), unit in model_rows.groupby(["level", "task"]):
-            rep = reps.get(task) or task_replicates(unit, None, n_boot, seed)
-            keys = {"level": level, "task": task, "phenomenon": unit.phenomenon.iloc[0]}
-            rows += [info | keys | asdict(stage) for stage in find_stages(rep, alpha, kinds, min_depth=min_depth)]
+    for keys, _, rep in unit_replicates(curves, items, n_boot, seed):
+        rows += [keys | asdict(stage) for stage in find_stages(rep, alpha, kinds, min_depth=min_depth)]
     return pd.DataFrame(rows, columns=list(STAGE_COLUMNS))

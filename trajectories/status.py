@@ -6,12 +6,14 @@ from __future__ import annotations
 import socket
 
 from trajectories import locks, slurm
+from trajectories.integrity import reuse_lines
 from trajectories.store import Store
 
 
 def status_lines(store: Store) -> list[str]:
     spec, requested = store.spec(), store.requested()
-    done = {r.key for r in store.records()}
+    records = store.records()
+    done = {r.key for r in records}
     failures = {f.key: f.reason for f in store.failures() if f.key not in done}
     lines = [f"{store.out}: suite {spec.suite}, {len(spec.tasks)} tasks, limit {spec.limit}, dtype {spec.dtype}",
              f"{'model':<24}{'done':>6}{'failed':>8}{'pending':>9}"]
@@ -20,6 +22,8 @@ def status_lines(store: Store) -> list[str]:
         n_done, n_failed = sum(u in done for u in units), sum(u in failures for u in units)
         lines.append(f"{model:<24}{n_done:>6}{n_failed:>8}{len(units) - n_done - n_failed:>9}")
     lines += [f"  failed {model} step {step}: {reason}" for (model, step), reason in sorted(failures.items())]
+    reused = {r.key: r.same_weights_as for r in records if r.same_weights_as is not None}
+    lines += [f"  done {line} (results reused)" for line in reuse_lines(reused)]
     return lines + job_lines(store, done | set(failures))
 
 

@@ -7,8 +7,10 @@
     OUT/units/<model>/step<N>.lock           held while a process evaluates the unit (locks.py)
     OUT/jobs/                                submitit's job files and logs; <job>.units.json: a job's units
     OUT/imported.parquet                     curve rows imported from lm-eval results files
+    OUT/imported.items.parquet               per-item results (schema.ITEM_COLUMNS) from their samples files
     OUT/curves.parquet, OUT/curves.csv       the tidy curve table (schema.CURVE_COLUMNS), rebuilt after each sweep
     OUT/plots/, OUT/report/                  figures and the analysis report
+    OUT/wandb.json                           the W&B run of the sweep and the checkpoints logged to it
 
 A unit counts as done only when both its files exist, so a crash or kill at any moment leaves at worst a temp file
 (ignored and cleaned up) and the unit is redone.
@@ -33,6 +35,13 @@ _UNIT_FILE = re.compile(r"step(\d+)\.json")
 Key = tuple[str, int]  # (model, step)
 
 
+def items_outside(items: pd.DataFrame, other: pd.DataFrame) -> pd.DataFrame:
+    """The rows of `items` whose (model, step, task) has no row in `other`."""
+    keys = ["model", "step", "task"]
+    found = items.merge(other[keys].drop_duplicates(), on=keys, how="left", indicator=True)._merge == "both"
+    return items[~found.to_numpy()]
+
+
 class StoreError(UserError):
     """OUT is missing, empty, or holds results of another spec."""
 
@@ -47,6 +56,8 @@ class Store:
         self.manifest_path = self.out / "sweep.json"
         self.curves_path = self.out / "curves.parquet"
         self.imported_path = self.out / "imported.parquet"
+        self.imported_items_path = self.out / "imported.items.parquet"
+        self.wandb_path = self.out / "wandb.json"
 
     # ---------------------------------------------------------------- spec
     def open(self, spec: SweepSpec, checkpoints: list[Checkpoint], suite_description: str = "") -> None:
@@ -106,10 +117,12 @@ class Store:
         except FileNotFoundError:
             return None
 
-    def save_unit(self, ckpt: Checkpoint, result: UnitResult, spec: SweepSpec, by: dict | None = None) -> None:
-        """`by`: who evaluated it (sweep, job, host, pid, log), as `locks.owner` gives it."""
+    def save_unit(self, ckpt: Checkpoint, result: UnitResult, spec: SweepSpec, by: dict | None = None,
+                  same_weights_as: int | None = None) -> None:
+        """`by`: who evaluated it (sweep, job, host, pid, log), as `locks.owner` gives it; `same_weights_as`: the step
+        whose results these are, for a unit not evaluated because its weights are identical to that step's."""
         write_table(result.items, self._path(ckpt.key, ".items.parquet"))
-        write_json(self._path(ckpt.key, ".json"), UnitRecord.of(ckpt, result, spec, by).to_json())
+        write_json(self._path(ckpt.key, ".json"), UnitRecord.of(ckpt, result, spec, by, same_weights_as).to_json())
         self._path(ckpt.key, ".failed.json").unlink(missing_ok=True)
 
     def save_failure(self, ckpt: Checkpoint, reason: str, by: dict | None = None) -> None:
@@ -132,10 +145,24 @@ class Store:
             found.append(FailureRecord.from_json(json.loads(path.read_text()), at=path.stat().st_mtime))
         return found
 
+    def unit_items(self, key: Key) -> pd.DataFrame:
+        """Per-item results of one completed unit."""
+        return pd.read_parquet(self._path(key, ".items.parquet"))
+
+    def written_at(self, key: Key) -> float:
+        """When the unit's record was written (a POSIX time)."""
+        return self._path(key, ".json").stat().st_mtime
+
     def items(self, model: str | None = None) -> pd.DataFrame | None:
-        """Per-item results of every completed unit (of one model), None when there are none."""
-        frames = [pd.read_parquet(self._path(r.key, ".items.parquet")) for r in self.records()
-                  if model is None or r.model.name == model]
+        """Per-item results of every completed unit (of one model), and of imported results for tasks no unit
+        has; None when there are none."""
+        frames = [self.unit_items(r.key) for r in self.records() if model is None or r.model.name == model]
+        imported = self.imported_items()
+        if imported is not None and model is not None:
+            imported = imported[imported.model == model]
+        if imported is not None and len(imported):
+            # A unit's row wins over an imported one (curves.collect), and so do its items.
+            frames.append(items_outside(imported, pd.concat(frames)) if frames else imported)
         return pd.concat(frames, ignore_index=True) if frames else None
 
     # ---------------------------------------------------------------- locks
@@ -196,6 +223,20 @@ class Store:
         """A table `analyze` wrote (OUT/report/<name>.csv), or None."""
         path = self.report_dir / f"{name}.csv"
         return pd.read_csv(path) if path.exists() else None
+
+
+    def imported_items(self) -> pd.DataFrame | None:
+        return pd.read_parquet(self.imported_items_path) if self.imported_items_path.exists() else None
+
+    def save_imported_items(self, items: pd.DataFrame) -> None:
+        write_table(items, self.imported_items_path)
+
+    def wandb_run(self) -> dict | None:
+        """{"project", "entity", "run_id", "logged": [[model, step], ...]} of the sweep's W&B run, if any."""
+        return json.loads(self.wandb_path.read_text()) if self.wandb_path.exists() else None
+
+    def save_wandb_run(self, run: dict) -> None:
+        write_json(self.wandb_path, run)
 
     def save_report_table(self, name: str, table: pd.DataFrame) -> Path:
         write_table(table, self.report_dir / f"{name}.csv")

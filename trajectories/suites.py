@@ -1,23 +1,33 @@
 """Suites: where checkpoints come from. One class per family: the Pythia hub suite, any hub repo with step branches,
 a local folder of checkpoints.
 
-`resolve_checkpoints(suite, models, steps)` turns a command line into the list of Checkpoints a sweep evaluates.
+`resolve_checkpoints(suite, models, steps)` turns a command line into the list of Checkpoints a sweep evaluates;
+`audit_checkpoints(suite, checkpoints)` lists what each holds (hub metadata, or hashes of local files) and audits them.
 """
 
 from __future__ import annotations
 
 import difflib
+import hashlib
 import json
 import re
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 from trajectories import hub
 from trajectories.errors import UserError
-from trajectories.schema import Checkpoint, ModelInfo
+from trajectories.files import write_json
+from trajectories.integrity import TOKENIZER_FILES, Audit, audit, config_shape, weight_files
+from trajectories.schema import Checkpoint, Listing, ModelInfo, WeightFile
 
 
 class SuiteError(UserError):
     """A suite, model or step the user asked for does not exist; the message lists what does."""
+
+
+class Absent(Exception):
+    """A checkpoint its suite does not have (a step with no branch); the message says so."""
 
 
 # ---------------------------------------------------------------------------------------------------- Pythia
@@ -127,11 +137,39 @@ class Suite:
 
     def __init__(self, name: str, models: dict[str, ModelInfo], description: str = ""):
         self.name, self.models, self.description = name, models, description
+        self._branches: dict[str, dict[str, str]] = {}
+
+    def branches(self, repo: str) -> dict[str, str]:
+        """A hub repo's branches and their commits, listed once per suite object (get_suite makes a new one)."""
+        if repo not in self._branches:
+            self._branches[repo] = hub.branches(repo)
+        return self._branches[repo]
+
+    def hub_listing(self, ckpt: Checkpoint) -> Listing | None:
+        """A hub checkpoint's files from the hub's metadata (LFS sha256 and sizes): no weight file is downloaded."""
+        repo = ckpt.model.repo
+        commit = self.branches(repo).get(ckpt.revision)
+        if commit is None:
+            raise Absent(f"step {ckpt.step}: {repo} has no branch {ckpt.revision}")
+        listed = hub.commit_files(repo, commit)
+        if listed is None:
+            return None
+        files, config = listed
+        by_path = {f.path: f for f in files}
+        weights = tuple(WeightFile(p, by_path[p].size, by_path[p].sha256) for p in weight_files(by_path))
+        tokenizer = _digest((name, by_path[name].blob_id) for name in TOKENIZER_FILES if name in by_path)
+        return Listing(ckpt.model.name, ckpt.step, weights, config_shape(config) if config else None, tokenizer,
+                       ckpt.revision, commit)
 
     def steps(self, model: ModelInfo) -> list[int]:
         raise NotImplementedError
 
     def checkpoint(self, model: ModelInfo, step: int) -> Checkpoint:
+        raise NotImplementedError
+
+    def listing(self, ckpt: Checkpoint) -> Listing | None:
+        """What the checkpoint holds, without loading its weights; None when there is no metadata to be had (offline
+        and not cached). Raises Absent for a checkpoint the suite does not have."""
         raise NotImplementedError
 
     def canonical_name(self, name: str) -> str:
@@ -164,6 +202,9 @@ class PythiaSuite(Suite):
     def checkpoint(self, model: ModelInfo, step: int) -> Checkpoint:
         return Checkpoint(self.name, model, step, self.tokens(model, step), revision=f"step{step}")
 
+    def listing(self, ckpt: Checkpoint) -> Listing | None:
+        return self.hub_listing(ckpt)
+
     def canonical_name(self, name: str) -> str:
         return canonical_pythia_name(name)
 
@@ -176,11 +217,21 @@ class HubSuite(Suite):
         super().__init__(f"hf:{repo}", {name: ModelInfo(name=name, size=name, repo=repo)})
 
     def steps(self, model: ModelInfo) -> list[int]:
-        return [b.step for b in hub.step_branches(model.repo)]
+        return [b.step for b in hub.step_branches(self.branches(model.repo))]
 
     def checkpoint(self, model: ModelInfo, step: int) -> Checkpoint:
-        branch = next(b for b in hub.step_branches(model.repo) if b.step == step)
+        branch = next(b for b in hub.step_branches(self.branches(model.repo)) if b.step == step)
         return Checkpoint(self.name, model, step, branch.tokens or self.tokens(model, step), revision=branch.name)
+
+    def listing(self, ckpt: Checkpoint) -> Listing | None:
+        return self.hub_listing(ckpt)
+
+
+def _digest(pairs) -> str:
+    digest = hashlib.sha256()
+    for name, value in pairs:
+        digest.update(f"{name}\0{value}\0".encode())
+    return digest.hexdigest()
 
 
 class LocalSuite(Suite):
@@ -216,6 +267,53 @@ class LocalSuite(Suite):
     def checkpoint(self, model: ModelInfo, step: int) -> Checkpoint:
         return Checkpoint(self.name, model, step, self.tokens(model, step), path=str(Path(model.path) / f"step{step}"))
 
+    def listing(self, ckpt: Checkpoint) -> Listing:
+        folder = Path(ckpt.path)
+        names = [p.name for p in folder.iterdir() if p.is_file()]
+        weights = weight_files(names)
+        digests = local_digests(folder, weights + [n for n in TOKENIZER_FILES if n in names])
+        config = folder / "config.json"
+        return Listing(ckpt.model.name, ckpt.step, tuple(WeightFile(n, (folder / n).stat().st_size, digests[n])
+                                                         for n in weights),
+                       config_shape(json.loads(config.read_text())) if config.exists() else None,
+                       _digest((n, digests[n]) for n in TOKENIZER_FILES if n in digests))
+
+
+DIGESTS_FILE = ".trajectories-sha256.json"  # in a local checkpoint folder: its files' sha256, by size and mtime
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(2**24):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def local_digests(folder: Path, names: list[str]) -> dict[str, str]:
+    """sha256 of files of a local checkpoint folder, each hashed once: the hashes are kept beside them (DIGESTS_FILE),
+    valid while a file's size and modification time stay the same."""
+    kept_path = folder / DIGESTS_FILE
+    try:
+        kept = json.loads(kept_path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        kept = {}
+    digests, changed = {}, False
+    for name in names:
+        stat = (folder / name).stat()
+        entry = kept.get(name)
+        if not entry or (entry["size"], entry["mtime_ns"]) != (stat.st_size, stat.st_mtime_ns):
+            entry = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": sha256_of(folder / name)}
+            kept[name] = entry
+            changed = True
+        digests[name] = entry["sha256"]
+    if changed:
+        try:
+            write_json(kept_path, kept)
+        except OSError:  # a read-only folder: hash again next time
+            pass
+    return digests
+
 
 PYTHIA = PythiaSuite()
 SUITE_KINDS = ("pythia", "hf:<org/repo>", "local:<dir>")
@@ -223,12 +321,23 @@ SUITE_KINDS = ("pythia", "hf:<org/repo>", "local:<dir>")
 
 def get_suite(spec: str) -> Suite:
     if spec == "pythia":
-        return PYTHIA
+        return PythiaSuite()  # a new one lists the hub's branches anew
     if spec.startswith("local:"):
         return LocalSuite(spec.removeprefix("local:"))
     if spec.startswith("hf:") and "/" in spec:
         return HubSuite(spec.removeprefix("hf:"))
     raise SuiteError(f"unknown suite {spec!r}; valid suites: {', '.join(SUITE_KINDS)}")
+
+
+def audit_checkpoints(suite: Suite, checkpoints: list[Checkpoint], progress: bool = False) -> Audit:
+    """List what each checkpoint holds (no weights downloaded) and audit the listings (integrity.py)."""
+    listings, absent = {}, {}
+    for ckpt in tqdm(checkpoints, desc="audit", unit="ckpt", disable=not progress, dynamic_ncols=True):
+        try:
+            listings[ckpt.key] = suite.listing(ckpt)
+        except Absent as err:
+            absent[ckpt.key] = str(err)
+    return audit(listings, absent)
 
 
 def resolve_checkpoints(suite: Suite, models: list[str] | None, steps: str = "all") -> list[Checkpoint]:

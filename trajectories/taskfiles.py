@@ -15,17 +15,26 @@ User text lives only in the jsonl files. The YAMLs name fields (`doc_to_choice: 
 never hold templates over the text or code, so nothing in lm-eval renders, parses or evaluates a sentence. lm-eval
 scores `target_delimiter + choice` (" " + sentence, as in its own BLiMP tasks) after the prefix, or after the
 model's BOS/EOS token when there is none.
+
+Stock lm-eval reads a relative `data_files` path against the working directory, not the YAML's folder (the only
+paths it resolves beside a YAML are `include:` and `!function`; `datasets` resolves data files against the working
+directory, or against `dataset_path`/`data_dir`, which are themselves relative to it). So a family's folder names its
+data relative to itself, which keeps it movable (it ships inside the package, and users share it), and
+`export_family` writes a copy for stock lm-eval whose YAMLs name the copied data by absolute path:
+`lm_eval --include_path DIR` then runs it from any working directory.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 from trajectories.files import atomic_dir
+from trajectories.tasks import TaskError
 
 TEMPLATE = "_template_yaml"  # lm-eval's name for a shared include; not itself indexed as a task
 
@@ -120,3 +129,44 @@ def write_text_task(folder: Path, task: str, documents: list[str], header: str, 
         if readme is not None:
             (tmp / "README.md").write_text(readme, encoding="utf-8")
     return folder
+
+
+def _absolute(files, folder: Path):
+    """`data_files` (a path, a list, or a dict of either) with relative paths made absolute against `folder`."""
+    if isinstance(files, dict):
+        return {split: _absolute(f, folder) for split, f in files.items()}
+    if isinstance(files, list):
+        return [_absolute(f, folder) for f in files]
+    return str(folder / files)
+
+
+def export_family(source: Path, target: Path) -> Path:
+    """Copy the task folder `source` to `target` (all or nothing) with every relative `data_files` path made
+    absolute, pointing at the copy: stock lm-eval then reads it from any working directory. Returns `target`."""
+    header = (f"Exported by `trajectories tasks export` from {source}: data paths are absolute, so lm_eval reads "
+              "them from any working directory; export again after moving this folder.")
+    with atomic_dir(target) as tmp:
+        shutil.copytree(source, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".*"))
+        for path in sorted(tmp.rglob("*")):
+            is_yaml = path.suffix == ".yaml" or path.name == TEMPLATE
+            if not is_yaml or "data_files" not in (text := path.read_text(encoding="utf-8")):
+                continue  # copied as it is: it names no data (YAMLs with `!function` included)
+            where = source / path.relative_to(tmp)
+            try:
+                config = yaml.safe_load(text)
+            except yaml.YAMLError as err:
+                raise TaskError(f"{where}: not a data-only task YAML ({getattr(err, 'problem', err)})") from err
+            files = (config.get("dataset_kwargs") or {}).get("data_files") if isinstance(config, dict) else None
+            if files is None:
+                continue
+            if missing := [f for f in _paths(_absolute(files, path.parent)) if not Path(f).is_file()]:
+                raise TaskError(f"{where}: data files missing: {', '.join(missing)}")
+            config["dataset_kwargs"]["data_files"] = _absolute(files, target.resolve() / path.parent.relative_to(tmp))
+            path.write_text(_dump(header, config), encoding="utf-8")
+    return target
+
+
+def _paths(files) -> list[str]:
+    if isinstance(files, dict):
+        return [p for f in files.values() for p in _paths(f)]
+    return [p for f in files for p in _paths(f)] if isinstance(files, list) else [files]

@@ -93,6 +93,15 @@ class TaskCatalog:
         path = entry.yaml_path and entry.yaml_path.resolve()
         return next((d for d in self.task_dirs if path and path.is_relative_to(d)), None)
 
+    def families(self) -> dict[str, Path]:
+        """The task folders of our families, by family name (the folder's name; built-in ones first)."""
+        found: dict[str, Path] = {}
+        for entry in sorted(self.index.entries.values(), key=lambda e: str(e.yaml_path)):
+            home = self.home_of(entry)
+            if home is not None and (parts := entry.yaml_path.resolve().relative_to(home).parts[:-1]):
+                found.setdefault(parts[0], home / parts[0])
+        return found
+
     def phenomenon(self, task: str) -> str:
         paradigm = task.removeprefix("blimp_")
         if task.startswith("blimp_") and paradigm in BLIMP_PARADIGMS:
@@ -206,7 +215,7 @@ class TaskCatalog:
             if entry.kind != "task":
                 continue
             files = self.data_files(task)
-            pairs = sum(_count_lines(f) for f in files) if files and all(f.is_file() for f in files) else None
+            pairs = sum(count_lines(f) for f in files) if files and all(f.is_file() for f in files) else None
             folder = entry.yaml_path.resolve().parent
             family = (folder.relative_to(self.home_of(entry)).parts or (task,))[0]  # the folder: the group
             source = str((self.config(task).get("metadata") or {}).get("source") or folder)
@@ -226,7 +235,7 @@ class TaskCatalog:
         return infos
 
 
-def _count_lines(path: Path) -> int:
+def count_lines(path: Path) -> int:
     with path.open("rb") as f:
         return sum(1 for line in f if line.strip())
 
