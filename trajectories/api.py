@@ -205,7 +205,7 @@ def analyze(out: str | Path, fraction: float = 0.5, n_boot: int | None = None, s
     if align not in ALIGNMENTS:
         raise analysis.AnalysisError(f"unknown align {align!r}; choose from {', '.join(ALIGNMENTS)}")
     store = Store(out)
-    curves = store.curves()
+    curves = analysis.check_curves(store.curves())
     loss = None
     if align == "loss" or (align == "auto" and analysis.loss_tasks(curves)):
         loss = analysis.loss_table(curves, loss_task)

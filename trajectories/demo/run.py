@@ -14,6 +14,7 @@ from trajectories.demo import train
 DEMO_TASKS = "minigrammar"
 HELDOUT_TASK = "minigrammar_heldout"
 QUICK_LIMIT = 100  # pairs per paradigm in --quick: enough to see every curve, a fraction of the time
+N_BOOT = 500  # bootstrap replicates of the demo's analysis: half the default, to keep the demo short
 SEEDS = 0  # extra seeds of the small sizes (train.TrainConfig.seed_sizes): `--seeds K` trains them
 
 
@@ -44,7 +45,7 @@ def run_demo(out: str | Path = "results/demo", quick: bool = False, device: str 
     print(summary.report())
 
     print("3/3 figures and report: onsets, stages, seeds, item agreement, matched loss, n-gram baselines", flush=True)
-    analysis = tj.analyze(out / "sweep", n_boot=n_boot, ngram_corpus=suite_dir / "corpus.txt")
+    analysis = tj.analyze(out / "sweep", n_boot=n_boot or N_BOOT, ngram_corpus=suite_dir / "corpus.txt")
     print("\nfinal accuracy per paradigm and model:")
     print(final_accuracies(tj.load_curves(out / "sweep")))
     print(f"\ndemo finished in {time.perf_counter() - started:.0f} s")
