@@ -17,6 +17,10 @@ from tests.helpers import BLIMP_DIR
 REPO = Path(__file__).resolve().parents[1]
 
 
+# Nothing in the environment may point at the source tree (a PYTHONPATH would make pip see it installed).
+CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "TRAJECTORIES_"))}
+
+
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory) -> Path:
     """A fresh venv holding the wheel; returns its bin folder."""
@@ -24,18 +28,17 @@ def installed(tmp_path_factory) -> Path:
     subprocess.run([sys.executable, "-m", "build", "--wheel", "--outdir", str(work / "dist"), str(REPO)], check=True,
                    capture_output=True)
     (wheel,) = (work / "dist").glob("trajectories-*.whl")
-    subprocess.run([sys.executable, "-m", "venv", str(work / "venv")], check=True)
+    subprocess.run([sys.executable, "-m", "venv", str(work / "venv")], check=True, env=CLEAN_ENV)
     venv_site = next((work / "venv" / "lib").glob("python*/site-packages"))
     (venv_site / "borrowed.pth").write_text("\n".join(site.getsitepackages()) + "\n")
     subprocess.run([str(work / "venv" / "bin" / "pip"), "install", "-q", "--no-deps", "--no-index", str(wheel)],
-                   check=True)
+                   check=True, env=CLEAN_ENV, cwd=work)
     return work / "venv" / "bin"
 
 
 def run(bin_dir: Path, cwd: Path, *args: str, program: str = "trajectories") -> subprocess.CompletedProcess:
-    """A program of the wheel's venv, with nothing in the environment pointing at the source tree."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "TRAJECTORIES_"))}
-    return subprocess.run([str(bin_dir / program), *args], cwd=cwd, env=env, capture_output=True, text=True)
+    """A program of the wheel's venv."""
+    return subprocess.run([str(bin_dir / program), *args], cwd=cwd, env=CLEAN_ENV, capture_output=True, text=True)
 
 
 def test_the_wheel_sweeps_built_in_and_added_tasks_from_anywhere(installed, tiny_suite, tmp_path):

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,15 @@ import pandas as pd
 from trajectories.engine import SweepSummary
 from trajectories.errors import UserError
 from trajectories.integrity import Audit
-from trajectories.schema import DUPLICATE_POLICIES, ITEM_COLUMNS, EvalSettings, SweepSpec
+from trajectories.schema import (
+    DTYPES,
+    DUPLICATE_POLICIES,
+    EVICT_POLICIES,
+    EXECUTORS,
+    ITEM_COLUMNS,
+    EvalSettings,
+    SweepSpec,
+)
 from trajectories.store import Store
 from trajectories.wandb_runs import require_wandb
 
@@ -27,6 +36,49 @@ def default_out(suite: str, tasks: str, limit: int | None = None) -> Path:
     suite_name = re.sub(r"[^A-Za-z0-9.]+", "-", Path(suite.split(":", 1)[-1]).name).strip("-")
     task_names = re.sub(r"[^A-Za-z0-9.]+", "-", tasks).strip("-")
     return Path("results") / (f"{suite_name}_{task_names}" + (f"_limit{limit}" if limit else ""))
+
+
+class OptionError(UserError):
+    """An option's value is not one it takes; the message names the value and what is valid."""
+
+
+DEVICES = "cpu, cuda, cuda:<N>, mps"
+
+
+def _count(option: str, value, minimum: int = 1, also: str = "") -> None:
+    """`value` must be a whole number >= minimum (or None, or the word in `also`)."""
+    if value is None or (also and value == also):
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        valid = f"a whole number >= {minimum}" + (f", or {also}" if also else "")
+        raise OptionError(f"{option} {value!r}: expected {valid}")
+
+
+def _choice(option: str, value, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise OptionError(f"{option} {value!r}: expected one of {', '.join(choices)}")
+
+
+def check_device(device: str, here: bool = True) -> None:
+    """A device lm-eval's model can use; `here`: it must exist on this machine (not for Slurm jobs)."""
+    kind, colon, index = device.partition(":")
+    if kind not in ("cpu", "cuda", "mps") or (colon and (kind != "cuda" or not index.isdigit())):
+        raise OptionError(f"--device {device!r}: expected one of {DEVICES}")
+    if not here or kind == "cpu":
+        return
+    import torch
+
+    if kind == "mps":
+        if not torch.backends.mps.is_available():
+            raise OptionError(f"--device {device!r}: this machine has no MPS device; valid here: cpu")
+        return
+    found = torch.cuda.device_count()
+    if not found:
+        raise OptionError(f"--device {device!r}: this machine has no CUDA device (torch {torch.__version__} finds "
+                          "none); valid here: cpu")
+    if int(index or 0) >= found:
+        valid = ", ".join(["cpu", "cuda", *(f"cuda:{i}" for i in range(found))])
+        raise OptionError(f"--device {device!r}: this machine has {found} CUDA devices; valid here: {valid}")
 
 
 def _device(device: str | None) -> str:
@@ -66,30 +118,44 @@ def sweep(suite: str, tasks: str | list[str], steps: str = "all", out: str | Pat
     or several (a list or a comma-separated string); steps: "all", "log", "final", "every:K", "A:B:K" or "0,512".
     executor: "local" (this process), "processes" (`workers` processes) or "slurm" (a job array; slurm_options:
     partition, gpus_per_job, cpus_per_job, mem, time, array_parallelism). wandb_project: also log the curves to the
-    sweep's Weights & Biases run there (needs `pip install 'trajectories[wandb]'`)."""
+    sweep's Weights & Biases run there (needs `pip install 'trajectories[wandb]'`).
+
+    Every option is checked before anything is written or loaded: a bad one raises a UserError naming the value
+    and what is valid."""
     from trajectories.engine import run_sweep
-    from trajectories.suites import get_suite, resolve_checkpoints
+    from trajectories.suites import get_suite, model_names, resolve_checkpoints
     from trajectories.tasks import TaskCatalog, user_tasks_dir
 
-    if duplicates not in DUPLICATE_POLICIES:
-        raise UserError(f"duplicates must be one of {', '.join(DUPLICATE_POLICIES)}, not {duplicates!r}")
-
+    slurm_options = slurm_options or {}
+    _count("--limit", limit)
+    _count("--batch-size", batch_size, also="auto")
+    _choice("--dtype", dtype, DTYPES)
+    _choice("--evict", evict, EVICT_POLICIES)
+    _choice("--duplicates", duplicates, DUPLICATE_POLICIES)
+    _choice("--executor", executor, EXECUTORS)
+    _count("--workers", workers)
+    _count("--units-per-job", units_per_job)
+    _count("--gpus-per-job", slurm_options.get("gpus_per_job"), minimum=0)
+    _count("--cpus-per-job", slurm_options.get("cpus_per_job"))
+    _count("--array-parallelism", slurm_options.get("array_parallelism"))
+    if executor == "slurm" and not device:  # the jobs' device, not this machine's
+        device = "cuda" if slurm_options.get("gpus_per_job") else "cpu"
+    device = _device(device)
+    check_device(device, here=executor != "slurm")
+    if wandb_project:
+        require_wandb()  # before the sweep's hours of work, not after
     task_spec = tasks if isinstance(tasks, str) else ",".join(tasks)
-    model_names = [m.strip() for m in models.split(",") if m.strip()] if isinstance(models, str) else models
     chosen_suite = get_suite(suite)
-    checkpoints = resolve_checkpoints(chosen_suite, model_names, steps)
+    checkpoints = resolve_checkpoints(chosen_suite, model_names(models), steps)
     catalog = TaskCatalog(tasks_dir, blimp_dir)
     task_names = catalog.expand(task_spec)
     catalog.check_data(task_names)
-    spec = SweepSpec(chosen_suite.name, tuple(task_names), limit, dtype, trust_remote_code)
-    slurm_options = slurm_options or {}
-    if executor == "slurm" and not device:  # the jobs' device, not this machine's
-        device = "cuda" if slurm_options.get("gpus_per_job") else "cpu"
-    settings = EvalSettings(_device(device), batch_size, str(catalog.blimp_dir) if catalog.blimp_dir else None, evict,
+    chosen_models = list({c.model.name: c.model for c in checkpoints}.values())
+    spec = SweepSpec(chosen_suite.name, tuple(task_names), limit, dtype, trust_remote_code,
+                     chosen_suite.fingerprint(chosen_models))
+    settings = EvalSettings(device, batch_size, str(catalog.blimp_dir) if catalog.blimp_dir else None, evict,
                             str(user_tasks_dir(tasks_dir)))
     out = Path(out) if out else default_out(suite, task_spec, limit)
-    if wandb_project:
-        require_wandb()  # before the sweep's hours of work, not after
     summary = run_sweep(spec, checkpoints, out, settings, force=force, suite_description=chosen_suite.description,
                         progress=progress, executor=_executor(executor, workers, slurm_options, units_per_job),
                         suite=chosen_suite, duplicates=duplicates)
@@ -103,11 +169,10 @@ def audit(suite: str, models: list[str] | str | None = None, steps: str = "all",
     no weights downloaded) and flag what is out of line: identical steps, steps with no branch, weight files or
     sizes unlike the model's other checkpoints, configs that differ in shape. `.table()`, `.to_json()`,
     `.findings`."""
-    from trajectories.suites import audit_checkpoints, get_suite, resolve_checkpoints
+    from trajectories.suites import audit_checkpoints, get_suite, model_names, resolve_checkpoints
 
     chosen_suite = get_suite(suite)
-    model_names = [m.strip() for m in models.split(",") if m.strip()] if isinstance(models, str) else models
-    return audit_checkpoints(chosen_suite, resolve_checkpoints(chosen_suite, model_names, steps), progress)
+    return audit_checkpoints(chosen_suite, resolve_checkpoints(chosen_suite, model_names(models), steps), progress)
 
 
 def collect(out: str | Path, imports: list[str] | str | None = None, grouping: str | None = None) -> pd.DataFrame:
@@ -206,12 +271,14 @@ def analyze(out: str | Path, fraction: float = 0.5, n_boot: int | None = None, s
         raise analysis.AnalysisError(f"unknown align {align!r}; choose from {', '.join(ALIGNMENTS)}")
     store = Store(out)
     curves = analysis.check_curves(store.curves())
+    records = store.records() if store.is_sweep() else []
+    store.warn_damaged()
     loss = None
     if align == "loss" or (align == "auto" and analysis.loss_tasks(curves)):
         loss = analysis.loss_table(curves, loss_task)
     ngram = _ngram_baselines(store, curves, ngram_corpus, blimp_dir, tasks_dir) if ngram_corpus else None
-    tables = analysis.analyze(curves, store.items, fraction, n_boot or N_BOOT, seed, method, loss=loss, ngram=ngram,
-                              progress=progress)
+    tables = analysis.analyze(curves, functools.partial(store.items, records=records), fraction, n_boot or N_BOOT,
+                              seed, method, loss=loss, ngram=ngram, progress=progress)
     for name, table in tables.items():
         store.save_report_table(name, table)
     figures = plots.plot_all(curves, store.plots_dir, stages=tables["stages"], ngram=ngram)
@@ -223,7 +290,7 @@ def analyze(out: str | Path, fraction: float = 0.5, n_boot: int | None = None, s
     if (acq.acquired & (acq.level == Level.PHENOMENON)).any():
         figures = plots.acquisition_plot(acq, curves, store.plots_dir) + figures
     requested = store.requested() if store.is_sweep() else []
-    item_models = sum(store.items(model) is not None for model in curves.model.unique())
+    item_models = len({r.model.name for r in records} & set(curves.model))
     title = f"Grammar acquisition report: {store.out.resolve().name}"
     blocks = report.document(title, curves, tables, fraction, figures, item_models, requested, store.failures())
     markdown = store.save_report_file("report.md", report.to_markdown(blocks, store.out))

@@ -21,14 +21,29 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from trajectories import lmeval, taskfiles
-from trajectories.tasks import BLIMP_PARADIGMS, BLIMP_PHENOMENA, TaskCatalog, TaskError, user_tasks_dir
+from trajectories import taskfiles
+from trajectories.tasks import (
+    BLIMP_PARADIGMS,
+    BLIMP_PHENOMENA,
+    BUILTIN_TASKS_DIR,
+    MAX_DATA_BYTES,
+    TaskCatalog,
+    TaskError,
+    lm_eval_names,
+    user_tasks_dir,
+)
 
 FORMATS = {".jsonl": "jsonl", ".csv": "csv", ".tsv": "tsv", ".txt": "pairs", ".pairs": "pairs"}
 GOOD_FIELDS = ("sentence_good", "good")
 BAD_FIELDS = ("sentence_bad", "bad")
 BLIMP_PHENOMENON_FIELD = "linguistics_term"
 NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
+MAX_NAME_CHARS = 64  # a family name is a folder name and the start of every task name
+MAX_PARADIGM_CHARS = 100  # a paradigm name is a file name (<paradigm>.jsonl) and ends a task name
+# Minimal pairs are sentences: Pythia reads 2,048 tokens (about 8,000 characters of English); lm-eval keeps only the
+# end of a longer text. Far longer, a sentence is a mistake, and a tokenizer may not survive it.
+LONG_SENTENCE_CHARS = 8_000
+MAX_SENTENCE_CHARS = 100_000
 # Phenomena appear in `--tasks NAME:PHENOMENON` (split on "," and ":") and in paradigm names.
 PHENOMENON_RE = re.compile(r"[\w.-]+\Z")
 SHOWN = 20  # problems listed per kind; the rest are counted
@@ -109,6 +124,10 @@ def _slug(text: str) -> str:
 
 def _lines(path: Path, errors: list[str]) -> list[str]:
     """The file's lines without their "\\n"; bytes that are not UTF-8 are reported by line and replaced."""
+    if path.stat().st_size > MAX_DATA_BYTES:
+        errors.append(f"{path}: {path.stat().st_size:,} bytes, over the {MAX_DATA_BYTES:,} a file of minimal pairs "
+                      "may have: is it the right file?")
+        return []
     data = path.read_bytes().removeprefix(codecs.BOM_UTF8)
     if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         errors.append(f"{path}:1: the file is UTF-16; save it as UTF-8")
@@ -201,11 +220,14 @@ def _problem(value) -> str | None:
         value.encode("utf-8")
     except UnicodeEncodeError as err:
         return f"is not valid Unicode ({value[err.start]!a} at position {err.start})"
+    if len(value) > MAX_SENTENCE_CHARS:
+        return (f"is {len(value):,} characters long, over the {MAX_SENTENCE_CHARS:,} a sentence may have (far beyond "
+                "any model's context)")
     return None
 
 
 def _file_pairs(path: Path, records: list[tuple[int, dict]], layout: Layout, default_phenomenon: str,
-                errors: list[str]) -> list[MinimalPair]:
+                report: CheckResult) -> list[MinimalPair]:
     first = records[0][1] if records else {}
     fields = {
         "good": layout.good or next((f for f in GOOD_FIELDS if f in first), GOOD_FIELDS[0]),
@@ -221,15 +243,19 @@ def _file_pairs(path: Path, records: list[tuple[int, dict]], layout: Layout, def
         for role, name in fields.items():
             problem = _problem(record.get(name)) if name else None
             if problem:
-                errors.append(f"{path}:{n}: field {name!r} {problem}")
+                report.errors.append(f"{path}:{n}: field {name!r} {problem}")
                 ok = False
             elif name:
                 values[role] = record[name]
+                if len(record[name]) > LONG_SENTENCE_CHARS:
+                    report.warnings.append(f"{path}:{n}: field {name!r} is {len(record[name]):,} characters long: "
+                                           "it may not fit a model's context (Pythia: 2,048 tokens), and lm-eval "
+                                           "scores only the end of what does not fit")
         phenomenon = values.get("phenomenon") or layout.phenomenon or default_phenomenon
         if ok and values["good"] == values["bad"]:
-            errors.append(f"{path}:{n}: the good and the bad sentence are identical")
+            report.errors.append(f"{path}:{n}: the good and the bad sentence are identical")
         elif ok and not PHENOMENON_RE.match(phenomenon):
-            errors.append(f"{path}:{n}: phenomenon {phenomenon!r} must be letters, digits, '_', '.' or '-'")
+            report.errors.append(f"{path}:{n}: phenomenon {phenomenon!r} must be letters, digits, '_', '.' or '-'")
         elif ok:
             where = f"{path.name}:{n}"
             pairs.append(MinimalPair(values["good"], values["bad"], phenomenon, where, values.get("prefix")))
@@ -263,7 +289,7 @@ def check_source(source: str | Path, layout: Layout = Layout(), name: str | None
             raise TaskError("a pairs file has no fields: --good, --bad, --prefix-field and --phenomenon-field "
                             "apply to jsonl, csv and tsv")
         records = _records(path, fmt, layout, report.errors)
-        pairs = _file_pairs(path, records, layout, name or _slug(source.stem), report.errors)
+        pairs = _file_pairs(path, records, layout, name or _slug(source.stem), report)
         if not records:
             report.errors.append(f"{path}: no pairs")
         by_phenomenon: dict[str, list[MinimalPair]] = {}
@@ -273,6 +299,9 @@ def check_source(source: str | Path, layout: Layout = Layout(), name: str | None
             paradigm = _slug(path.stem) if len(by_phenomenon) == 1 else _slug(f"{path.stem}_{phenomenon}")
             if paradigm in report.paradigms or not paradigm:
                 report.errors.append(f"{path}: paradigm name {paradigm!r} is empty or taken; rename the file")
+            elif len(paradigm) > MAX_PARADIGM_CHARS:
+                report.errors.append(f"{path}: paradigm name {paradigm[:24]}... is {len(paradigm)} characters long, "
+                                     f"over {MAX_PARADIGM_CHARS}; rename the file")
             report.paradigms[paradigm] = some
     _warn_duplicate_pairs(report)
     return report
@@ -305,7 +334,7 @@ def check_task(name: str, catalog: TaskCatalog | None = None) -> CheckResult:
             if not file.is_file():
                 report.errors.append(f"{task}: missing data file {file}")
                 continue
-            pairs = _file_pairs(file, _records(file, "jsonl", layout, report.errors), layout, task, report.errors)
+            pairs = _file_pairs(file, _records(file, "jsonl", layout, report.errors), layout, task, report)
             report.paradigms.setdefault(task, []).extend(pairs)
     _warn_duplicate_pairs(report)
     return report
@@ -323,6 +352,8 @@ def _fields_of(cfg: dict) -> tuple[str | None, str, str] | None:
 def check(target: str, layout: Layout = Layout(), name: str | None = None, catalog: TaskCatalog | None = None
           ) -> CheckResult:
     """`tasks check`: a path is checked as `tasks add` would read it; anything else is a task name."""
+    if name is not None:
+        check_name(name)
     if Path(target).exists():
         return check_source(target, layout, name)
     return check_task(target, catalog)
@@ -347,23 +378,30 @@ def _readme(name: str, report: CheckResult, source: str, layout: Layout, tasks: 
     ])
 
 
+def check_name(name: str) -> None:
+    """A family name must be usable as a folder name and on the command line."""
+    if not NAME_RE.match(name):
+        raise TaskError(f"task name {name[:40]!r} must start with a letter and hold only letters, digits and '_'")
+    if len(name) > MAX_NAME_CHARS:
+        raise TaskError(f"task name {name[:24]}... is {len(name)} characters long; at most {MAX_NAME_CHARS}")
+
+
 def _taken_names(catalog: TaskCatalog, own: Path) -> set[str]:
-    """Names that a new task must not reuse: tasks and groups known here outside `own` (the built-in ones
-    included), bare BLiMP paradigm names (they expand to BLiMP's tasks) and lm-eval's task folders (cheap to list;
-    its full index takes seconds)."""
+    """Names that a new task must not reuse: every task, group and tag lm-eval defines, those of our task folders
+    outside `own` (the built-in families included), and bare BLiMP paradigm names (they expand to BLiMP's tasks)."""
     taken = {name for name, entry in catalog.index.entries.items()
              if not (entry.yaml_path and entry.yaml_path.resolve().is_relative_to(own.resolve()))}
-    folders = {p.name for p in lmeval.TASKS_DIR.iterdir() if p.is_dir() and not p.name.startswith("_")}
-    return taken | set(BLIMP_PARADIGMS) | folders
+    return taken | lm_eval_names() | set(BLIMP_PARADIGMS)
 
 
 def add_task(source: str | Path, name: str, layout: Layout = Layout(), tasks_dir: str | Path | None = None,
              force: bool = False) -> tuple[Path, CheckResult]:
     """Check `source` and write tasks/NAME/ (task YAML + jsonl per paradigm, template, group YAML, README), all
     or nothing."""
-    if not NAME_RE.match(name):
-        raise TaskError(f"task name {name!r} must start with a letter and hold only letters, digits and '_'")
+    check_name(name)
     tasks_dir = user_tasks_dir(tasks_dir)
+    if tasks_dir.is_relative_to(BUILTIN_TASKS_DIR):
+        raise TaskError(f"{tasks_dir} holds the tasks built into trajectories; choose another --tasks-dir")
     report = check_source(source, layout, name)
     if not report.ok:
         raise TaskError(f"{source}: {len(report.errors)} problems, nothing written\n{report.summary()}")

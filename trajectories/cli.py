@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import sys
+import warnings
+from pathlib import Path
 
 from trajectories import __version__
-from trajectories.errors import UserError
-from trajectories.schema import DUPLICATE_POLICIES, EVICT_POLICIES
+from trajectories.errors import SkippedWarning, UserError, WriteError
+from trajectories.schema import DTYPES, DUPLICATE_POLICIES, EVICT_POLICIES, EXECUTORS
 from trajectories.suites import STEPS_HELP
-
-EXECUTORS = ("local", "processes", "slurm")
 
 BLIMP_DIR_HELP = "local folder of BLiMP's jsonl files (or $TRAJECTORIES_BLIMP_DIR); default: the hub"
 TASKS_DIR_HELP = "your task folder (default: $TRAJECTORIES_TASKS_DIR, else ./tasks)"
@@ -36,11 +38,11 @@ def cmd_suites(args) -> int:
 
 
 def cmd_checkpoints(args) -> int:
-    from trajectories.suites import get_suite, resolve_checkpoints
+    from trajectories.suites import get_suite, model_names, resolve_checkpoints
 
-    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
+    checkpoints = resolve_checkpoints(get_suite(args.suite), model_names(args.models), args.steps)
     print("model\tstep\ttokens\tsource")
-    for c in resolve_checkpoints(get_suite(args.suite), models, args.steps):
+    for c in checkpoints:
         print(f"{c.model.name}\t{c.step}\t{c.tokens if c.tokens is not None else ''}\t"
               f"{c.path or f'{c.model.repo}@{c.revision}'}")
     return 0
@@ -246,8 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="first N items of each task")
     p.add_argument("--out", help="results folder (default: results/<suite>_<tasks>)")
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
-    p.add_argument("--dtype", default="auto", help="auto | float32 | float16 | bfloat16 (auto: float32 on CPU)")
-    p.add_argument("--batch-size", default="auto", type=lambda s: s if s == "auto" else int(s),
+    p.add_argument("--dtype", default="auto", help=f"{' | '.join(DTYPES)} (auto: float32 on CPU)")
+    p.add_argument("--batch-size", default="auto", type=_batch_size,
                    help="sequences per forward pass (auto: on CPU 32-512 by vocabulary size; on GPU the largest that "
                    "fits, from 1024 down)")
     p.add_argument("--evict", choices=EVICT_POLICIES, default="auto",
@@ -343,13 +345,52 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _batch_size(text: str) -> int | str:
+    return text if text == "auto" else int(text)
+
+
+# OSErrors that come from the environment (permissions, a full or read-only disk, a file in a folder's place), not
+# from a bug, when they concern a path the user named.
+ENVIRONMENT_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.ENOTDIR,
+                      errno.EISDIR, errno.EEXIST, errno.ENAMETOOLONG, errno.EIO}
+PATH_OPTIONS = ("out", "tasks_dir", "blimp_dir", "source", "target")
+
+
+def environment_error(err: OSError, args: argparse.Namespace) -> str | None:
+    """One line for an OSError caused by the environment: a file that could not be written (WriteError), or a path
+    the user named (or the working folder, where results and tasks go by default) that cannot be used. None for
+    anything else: a bug keeps its traceback."""
+    if isinstance(err, WriteError):
+        return f"cannot write {err.filename}: {err.strerror}"
+    if err.errno not in ENVIRONMENT_ERRNOS or not err.filename:
+        return None
+    named = [Path(getattr(args, option)) for option in PATH_OPTIONS if isinstance(getattr(args, option, None), str)]
+    path = Path(os.path.abspath(err.filename))
+    if any(path.is_relative_to(Path(os.path.abspath(p))) for p in [*named, Path.cwd()]):
+        return f"{err.filename}: {err.strerror}"
+    return None
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None, show=warnings.showwarning):
+    if issubclass(category, SkippedWarning):
+        print(f"warning: {message}", file=sys.stderr)
+    else:
+        show(message, category, filename, lineno, file, line)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    warnings.showwarning = _show_warning
     try:
         return args.func(args)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:
+        if (line := environment_error(err, args)) is None:
+            raise
+        print(f"error: {line}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -142,6 +142,7 @@ def collect(out: str | Path, imports: list[str | Path] | str | None = None, n_bo
     if imported is None:
         store.spec()  # a clear error if OUT is neither a sweep folder nor holds imports
     records = store.records() if store.is_sweep() else []
+    store.warn_damaged()
     if not records and imported is None:
         raise StoreError(f"{store.out} has no completed units yet; `trajectories status {store.out}` shows why")
     parts = [t for t in (curves_from_units(records), imported) if t is not None and len(t)]
@@ -152,7 +153,7 @@ def collect(out: str | Path, imports: list[str | Path] | str | None = None, n_bo
     # One model's items at a time: a full suite's items need not fit in memory together.
     per_model = []
     for model, rows in table.groupby("model"):
-        items = store.items(model)
+        items = store.items(model, records)
         per_model += [with_phenomena(rows, items, n_boot, seed, grouping),
                       fields.field_rows(rows, items, field_of, n_boot, seed)]
     table = pd.concat([t for t in per_model if len(t)], ignore_index=True)

@@ -21,7 +21,7 @@ from trajectories import locks
 from trajectories.curves import collect
 from trajectories.executors import LocalExecutor, by_sweep
 from trajectories.integrity import Audit, reuse_lines
-from trajectories.schema import Checkpoint, EvalSettings, SweepSpec, UnitResult
+from trajectories.schema import Checkpoint, EvalSettings, SweepSpec, UnitResult, UnitState
 from trajectories.store import Store
 
 
@@ -32,6 +32,7 @@ class SweepSummary:
     skipped: list[Checkpoint] = field(default_factory=list)
     failed: list[tuple[Checkpoint, str]] = field(default_factory=list)
     left: list[Checkpoint] = field(default_factory=list)  # neither done nor failed: a job died or was cancelled
+    damaged: list[tuple[Checkpoint, str]] = field(default_factory=list)  # found damaged, set aside, evaluated again
     reused: dict[Checkpoint, int] = field(default_factory=dict)  # not evaluated: the step whose weights it has
     audit: Audit | None = None
     jobs: list[str] = field(default_factory=list)
@@ -44,10 +45,13 @@ class SweepSummary:
         return not self.failed and not self.left
 
     def report(self) -> str:
+        store = Store(self.out)
         lines = [
             f"sweep: {len(self.done)} evaluated, {len(self.skipped)} already done, {len(self.failed)} failed, "
             f"{len(self.reused)} reused (identical weights) in {self.seconds:.1f} s"
         ]
+        lines += [f"  damaged {ckpt.model.name} step {ckpt.step}: {reason}; its files were moved to "
+                  f"{store.damaged_dir / ckpt.model.name} and the unit redone" for ckpt, reason in self.damaged]
         lines += [f"  FAILED {ckpt.model.name} step {ckpt.step}: {reason}" for ckpt, reason in self.failed]
         lines += [f"  {line}, results reused (not evaluated again; --duplicates evaluate evaluates them)"
                   for line in reuse_lines({c.key: source for c, source in self.reused.items()})]
@@ -55,9 +59,10 @@ class SweepSummary:
             lines.append(f"  {len(self.left)} units not evaluated (their job was cancelled, died or is still "
                          f"running): `trajectories status {self.out}` shows which; run the same sweep to finish")
         if self.jobs:
-            lines.append(f"jobs:    {' '.join(self.jobs)} (logs in {Store(self.out).jobs_dir})")
-        store = Store(self.out)
-        lines += [f"results: {store.units}", f"curves:  {store.curves_path} (and .csv)"]
+            lines.append(f"jobs:    {' '.join(self.jobs)} (logs in {store.jobs_dir})")
+        lines.append(f"results: {store.units}")
+        if store.curves_path.exists():
+            lines.append(f"curves:  {store.curves_path} (and .csv)")
         lines += [f"W&B:     {self.wandb_run}"] if self.wandb_run else []
         return "\n".join(lines)
 
@@ -69,7 +74,7 @@ def run_sweep(
     """`suite`: the checkpoints' suite, to audit them (None: no audit); `duplicates`: "reuse" or "evaluate"."""
     from trajectories.suites import audit_checkpoints
 
-    started = time.perf_counter()
+    started, started_at = time.perf_counter(), time.time()
     store = Store(out)
     store.open(spec, checkpoints, suite_description)
     summary = SweepSummary(store.out)
@@ -84,9 +89,14 @@ def run_sweep(
         groups = summary.audit.groups() if duplicates == "reuse" else {}
     pending, followers = [], {}
     for ckpt in checkpoints:
-        if not force and store.is_done(ckpt.key):
+        unit = store.unit(ckpt.key)
+        if unit.state is UnitState.DAMAGED:
+            summary.damaged.append((ckpt, unit.damage))
+        if not force and unit.state is UnitState.DONE:
             summary.skipped.append(ckpt)
         elif ckpt.key in failing:
+            if unit.state is UnitState.DAMAGED:
+                store.set_aside(ckpt.key)
             store.save_failure(ckpt, failing[ckpt.key], owner)
             summary.failed.append((ckpt, failing[ckpt.key]))
         elif ckpt.key in groups and (source := _source(store, ckpt, groups[ckpt.key], force)) != ckpt.step:
@@ -97,15 +107,18 @@ def run_sweep(
         executor = executor or LocalExecutor()
         summary.model_loads, summary.jobs = executor.run(spec, pending, store.out, settings, sweep, force, progress)
     for ckpt in pending:
-        if record := store.record(ckpt.key):
-            # Done by a sweep running beside this one counts as already done; forced, only our own result counts.
-            (summary.done if by_sweep(record, sweep) else summary.left if force else summary.skipped).append(ckpt)
-        elif by_sweep(failure := store.failure(ckpt.key), sweep):
-            summary.failed.append((ckpt, failure.reason))
+        unit = store.unit(ckpt.key)
+        if unit.state is UnitState.DONE:
+            # Done by a sweep beside this one counts as already done; forced, only what was done since we started.
+            ours, meanwhile = by_sweep(unit.record, sweep), unit.written_at >= started_at
+            (summary.done if ours else summary.skipped if meanwhile or not force else summary.left).append(ckpt)
+        elif unit.state is UnitState.FAILED and by_sweep(unit.failure, sweep):
+            summary.failed.append((ckpt, unit.failure.reason))
         else:
             summary.left.append(ckpt)
     for ckpt, source in followers.items():
         _reuse(store, ckpt, source, spec, owner, force, summary)
+    summary.damaged = [(ckpt, why) for ckpt, why in summary.damaged if ckpt not in summary.left]
     if store.records():
         collect(store.out)
     summary.seconds = time.perf_counter() - started
@@ -136,7 +149,10 @@ def _reuse(store: Store, ckpt: Checkpoint, source: int, spec: SweepSpec, owner: 
         summary.left.append(ckpt)
         return
     try:
-        if force or not store.is_done(ckpt.key):
+        unit = store.unit(ckpt.key)
+        if unit.state is UnitState.DAMAGED:
+            store.set_aside(ckpt.key)
+        if force or unit.state is not UnitState.DONE:
             items = store.unit_items(source_key).assign(step=ckpt.step)
             commit = ckpt.listing.commit if ckpt.listing else None
             result = UnitResult(record.tasks, items, {}, record.provenance | {"commit": commit})

@@ -21,7 +21,7 @@ import submitit
 from tqdm.auto import tqdm
 
 from trajectories import locks, slurm
-from trajectories.schema import Checkpoint, EvalSettings, SweepSpec
+from trajectories.schema import Checkpoint, EvalSettings, SweepSpec, UnitState
 from trajectories.store import Store
 
 log = logging.getLogger(__name__)
@@ -36,19 +36,23 @@ def by_sweep(record, sweep: str) -> bool:
     return record is not None and (record.by or {}).get("sweep") == sweep
 
 
-def unit_finished(store: Store, ckpt: Checkpoint, sweep: str, force: bool, failed_since: float = math.inf) -> bool:
-    """Done (when forcing: done by this sweep), or failed in this sweep or since `failed_since`."""
-    if store.is_done(ckpt.key) and (not force or by_sweep(store.record(ckpt.key), sweep)):
-        return True
-    failure = store.failure(ckpt.key)
-    return failure is not None and (by_sweep(failure, sweep) or failure.at >= failed_since)
+def unit_finished(store: Store, ckpt: Checkpoint, sweep: str, force: bool, since: float = math.inf) -> bool:
+    """Done (when forcing: by this sweep, or since `since` by a sweep forcing it beside this one), or failed in this
+    sweep or since `since`. A damaged unit is not finished."""
+    unit = store.unit(ckpt.key)
+    if unit.state is UnitState.DONE:
+        return not force or by_sweep(unit.record, sweep) or unit.written_at >= since
+    if unit.state is UnitState.FAILED:
+        return by_sweep(unit.failure, sweep) or unit.failure.at >= since
+    return False
 
 
 class UnitWorker:
     """Evaluates units in this process, each under its lock, for the sweep `owner["sweep"]`.
 
-    A unit is skipped when done (when forcing: done by this sweep), or when it failed since the worker started. A
-    unit another live process holds is waited for, and taken over if that process dies, so when `run` returns each
+    A unit is skipped when done (when forcing: done by this sweep, or by another since the worker started), or when
+    it failed since the worker started. A damaged unit's files are moved to OUT/damaged/ and it is evaluated again.
+    A unit another live process holds is waited for, and taken over if that process dies, so when `run` returns each
     unit is done or failed."""
 
     def __init__(self, spec: SweepSpec, out: str | Path, settings: EvalSettings, owner: dict, force: bool = False,
@@ -62,48 +66,57 @@ class UnitWorker:
         return self.evaluator.model_loads if self.evaluator else 0
 
     def finished(self, ckpt: Checkpoint) -> bool:
-        return unit_finished(self.store, ckpt, self.owner["sweep"], self.force, failed_since=self.started)
+        return unit_finished(self.store, ckpt, self.owner["sweep"], self.force, since=self.started)
 
     def run(self, units: list[Checkpoint], progress: bool = False) -> None:
-        bar = tqdm(total=len(units), desc="checkpoints", unit="ckpt", disable=not progress, dynamic_ncols=True)
-        todo = list(units)
-        while todo:
-            busy = []
-            for i, ckpt in enumerate(todo):
-                if self.finished(ckpt):
-                    bar.update()
-                    continue
-                if not self.store.lock(ckpt, self.owner):
-                    busy.append(ckpt)
-                    continue
-                bar.set_postfix_str(f"{ckpt.model.name} step {ckpt.step}")
-                try:
-                    if not self.finished(ckpt):  # another process may have finished it before we took the lock
-                        self.evaluate(ckpt, self.next_free(todo[i + 1:]))
-                finally:
-                    self.store.unlock(ckpt, self.owner)
-                    bar.update()
-            todo = busy
-            if todo:
-                bar.set_postfix_str(f"waiting for {len(todo)} units another process is evaluating")
-                time.sleep(self.poll_s)
-        bar.close()
+        with tqdm(total=len(units), desc="checkpoints", unit="ckpt", disable=not progress, dynamic_ncols=True) as bar:
+            todo = list(units)
+            while todo:
+                busy = []
+                for i, ckpt in enumerate(todo):
+                    if self.finished(ckpt):
+                        bar.update()
+                        continue
+                    if not self.store.lock(ckpt, self.owner):
+                        busy.append(ckpt)
+                        continue
+                    bar.set_postfix_str(f"{ckpt.model.name} step {ckpt.step}")
+                    try:
+                        if not self.finished(ckpt):  # another process may have finished it before we took the lock
+                            self.set_aside_if_damaged(ckpt)
+                            self.evaluate(ckpt, self.next_free(todo[i + 1:]))
+                    finally:
+                        self.store.unlock(ckpt, self.owner)
+                        bar.update()
+                todo = busy
+                if todo:
+                    bar.set_postfix_str(f"waiting for {len(todo)} units another process is evaluating")
+                    time.sleep(self.poll_s)
 
     def next_free(self, rest: list[Checkpoint]) -> Checkpoint | None:
         """The unit to prefetch: the next one nobody has finished or holds."""
         return next((c for c in rest if not self.finished(c) and not self.store.is_locked(c.key)), None)
 
+    def set_aside_if_damaged(self, ckpt: Checkpoint) -> None:
+        unit = self.store.unit(ckpt.key)
+        if unit.state is UnitState.DAMAGED:
+            moved = self.store.set_aside(ckpt.key)
+            log.warning("damaged %s step %s: %s; moved to %s", *ckpt.key, unit.damage, ", ".join(map(str, moved)))
+
     def evaluate(self, ckpt: Checkpoint, next_ckpt: Checkpoint | None) -> None:
-        """Evaluate and store one unit we hold; a failure is stored as the unit's, and the worker goes on."""
+        """Evaluate and store one unit we hold. A failed evaluation is stored as the unit's failure, and the worker
+        goes on; a unit that cannot be stored (a full disk, a read-only OUT) stops it: so would every other."""
         from trajectories.evaluate import Evaluator  # here: jobs set their environment before transformers loads
 
         try:
             self.evaluator = self.evaluator or Evaluator(self.spec, self.settings)
-            self.store.save_unit(ckpt, self.evaluator.evaluate(ckpt, next_ckpt), self.spec, self.owner)
-            log.info("done %s step %s", ckpt.model.name, ckpt.step)
+            result = self.evaluator.evaluate(ckpt, next_ckpt)
         except Exception as err:  # noqa: BLE001 - a failed unit is recorded and the sweep goes on
-            self.store.save_failure(ckpt, f"{type(err).__name__}: {err}", self.owner)
             log.warning("FAILED %s step %s: %s: %s", ckpt.model.name, ckpt.step, type(err).__name__, err)
+            self.store.save_failure(ckpt, f"{type(err).__name__}: {err}", self.owner)
+            return
+        self.store.save_unit(ckpt, result, self.spec, self.owner)
+        log.info("done %s step %s", ckpt.model.name, ckpt.step)
 
 
 @dataclass

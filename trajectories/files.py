@@ -7,13 +7,17 @@ colleagues on a shared filesystem).
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from trajectories.errors import WriteError
 
 TMP_MARK = ".tmp-"  # in the name of every temp file and folder, so leftovers can be recognised and cleaned up
 
@@ -29,17 +33,29 @@ UMASK = _umask()
 
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temp path beside `path`; rename it onto `path` only if the block finishes."""
+    """Yield a temp path beside `path`; rename it onto `path` only if the block finishes. Any OSError on the way is
+    raised as a WriteError naming `path` (a full disk, a read-only folder)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}{TMP_MARK}")
-    os.close(fd)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}{TMP_MARK}")
+        os.close(fd)
         yield Path(tmp)
         os.chmod(tmp, 0o666 & ~UMASK)
         os.replace(tmp, path)
+    except OSError as err:
+        if isinstance(err, WriteError):
+            raise
+        # Writers often name no file (a full disk's write()), or the temp file: name the one being written, and
+        # another only when it is the cause (a folder that cannot be made). pyarrow gives its errno only in words.
+        said = re.search(r"\[errno (\d+)\]", str(err))
+        code = err.errno or (int(said[1]) if said else None)
+        cause = os.strerror(code) if code else str(err)
+        other = err.filename and TMP_MARK not in str(err.filename)
+        raise WriteError(code, f"{cause}: {err.filename}" if other else cause, str(path)) from err
     finally:
-        if os.path.exists(tmp):
+        if tmp and os.path.exists(tmp):
             os.unlink(tmp)
 
 
@@ -82,6 +98,25 @@ def write_table(table, path: Path) -> None:
             table.to_csv(tmp, index=False)
         else:
             table.to_parquet(tmp, index=False)
+
+
+def move_aside(path: Path, folder: Path) -> Path:
+    """Move `path` into `folder` under its own name (numbered `.1`, `.2`, ... when the name is taken there), never
+    overwriting or deleting anything; returns where it went."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for n in itertools.count():
+        target = folder / (path.name if n == 0 else f"{path.name}.{n}")
+        try:
+            os.link(path, target)  # fails rather than replace a file set aside before
+        except FileExistsError:
+            continue
+        except OSError:  # a filesystem without hard links: the check and the move are two steps
+            if target.exists():
+                continue
+            os.rename(path, target)
+            return target
+        os.unlink(path)
+        return target
 
 
 def remove_temp_files(folder: Path, pattern: str = "*", older_than: float = 0) -> None:

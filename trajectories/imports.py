@@ -1,13 +1,15 @@
 """Import lm-eval results JSON files (0.3 and 0.4 layouts) from other runs as curve rows, and the per-item results
 of their samples files.
 
-Model and step come from the file's model_args (`pretrained=...,revision=step<N>`), else the step from its file or
-folder names (`...step<N>...`); files that `trajectories export` wrote say them exactly (the "trajectories" key). A
-task's `acc` is a paradigm row when the task is a minimal-pair paradigm (it has a phenomenon: in its config's
-metadata, as our task YAMLs record it, or known here), else a metric row; every other numeric metric becomes a
-metric row named "<task>/<metric>" (e.g. "lambada_openai/perplexity"), its value in `acc` and its stderr in
-`acc_stderr`. A paradigm's items come from lm-eval's `samples_<task>_<date>.jsonl` beside `results_<date>.json`
-(written with `--log_samples`), so its confidence intervals are bootstrapped over items as for a sweep.
+Model and step come from the file's model_args (`pretrained=...,revision=step<N>`), else the step from its file name
+(`...step<N>...`), never from folders above it; files that `trajectories export` wrote say them exactly (the
+"trajectories" key). Each file's line on stderr says where its step came from; two files with results for the same
+model, step and task are refused. A task's `acc` is a paradigm row when the task is a minimal-pair paradigm (it has a
+phenomenon: in its config's metadata, as our task YAMLs record it, or known here), else a metric row; every other
+numeric metric becomes a metric row named "<task>/<metric>" (e.g. "lambada_openai/perplexity"), its value in `acc`
+and its stderr in `acc_stderr`. A paradigm's items come from lm-eval's `samples_<task>_<date>.jsonl` beside
+`results_<date>.json` (written with `--log_samples`), so its confidence intervals are bootstrapped over items as for
+a sweep.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import glob
 import json
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,12 +78,14 @@ def _read_results_json(path: Path) -> dict:
     return data
 
 
-def _checkpoint_of(path: Path, data: dict) -> tuple[ModelInfo, int, int | None, int | None]:
-    """The model (from pretrained=..., else lm-eval's model name), step (revision=step<N>, else a step<N> in the
-    model path, the file name or its folders'), tokens (when known) and same_weights_as a results file describes."""
+def _checkpoint_of(path: Path, data: dict) -> tuple[ModelInfo, int, int | None, int | None, str]:
+    """The model (from pretrained=..., else lm-eval's model name), step, tokens (when known), same_weights_as, and
+    where the step came from: the file's model_args (revision=step<N>, or a pretrained=<model>/step<N> folder), else
+    the file's own name. Folders above the file say nothing: results of a final model kept under `step7/` are not
+    step 7."""
     if isinstance(ours := data.get("trajectories"), dict):  # written by `trajectories export`: exact
         return (ModelInfo.from_dict(ours["model"]), int(ours["step"]), ours.get("tokens"),
-                ours.get("same_weights_as"))
+                ours.get("same_weights_as"), "its trajectories record")
     config = data.get("config") or {}
     args = _model_args(config)
     source = str(args.get("pretrained") or data.get("model_name") or config.get("model") or "")
@@ -88,16 +93,17 @@ def _checkpoint_of(path: Path, data: dict) -> tuple[ModelInfo, int, int | None, 
         source = str(Path(source).parent)
     if not source or source in ("hf", "hf-causal", "hf-auto", "huggingface", "vllm"):
         raise ResultsImportError(f"{path}: the file does not say which model it evaluated (no pretrained=...)")
-    candidates = (args.get("revision", ""), config.get("model_revision", ""), args.get("pretrained", ""), path.name,
-                  *(p.name for p in path.parents))
-    step = next((s for s in map(_step_in, candidates) if s is not None), None)
+    candidates = (("model_args revision", args.get("revision", "")),
+                  ("config model_revision", config.get("model_revision", "")),
+                  ("model_args pretrained", Path(str(args.get("pretrained", ""))).name), ("the file name", path.name))
+    step, where = next(((s, where) for where, text in candidates if (s := _step_in(text)) is not None), (None, ""))
     if step is None:
         raise ResultsImportError(
             f"{path}: cannot tell the training step: no revision=step<N> in its model_args and no step<N> in its "
-            "file or folder name; rename it to include step<N>"
+            "file name; rename it to include step<N>"
         )
     model = _model_info(source, config.get("model_num_parameters"))
-    return model, step, step * model.tokens_per_step if model.tokens_per_step else None, None
+    return model, step, step * model.tokens_per_step if model.tokens_per_step else None, None, where
 
 
 def metric_rows(data: dict) -> list[dict]:
@@ -126,10 +132,11 @@ def metric_rows(data: dict) -> list[dict]:
 
 def _import_one(path: Path) -> pd.DataFrame:
     data = _read_results_json(path)
-    model, step, tokens, same_weights_as = _checkpoint_of(path, data)
+    model, step, tokens, same_weights_as, where = _checkpoint_of(path, data)
     rows = metric_rows(data)
     if not rows:
         raise ResultsImportError(f"{path}: its results hold no numeric metrics")
+    print(f"import {path}: {model.name} step {step} (the step from {where})", file=sys.stderr)
     configs = data.get("configs") or {}
     table = pd.DataFrame(rows).assign(
         model=model.name, size=model.size, params=model.params, deduped=model.deduped, step=step, tokens=tokens,
@@ -178,10 +185,17 @@ def import_lm_eval_json(paths: list[str | Path]) -> Imported:
     their paradigms from the samples files beside them.
 
     Model and step come from the file's model_args (`pretrained=...,revision=step<N>`), else the step from its
-    file or folder names (`...step<N>...`); a file whose step cannot be found raises ResultsImportError."""
-    files = [(Path(p), _import_one(Path(p))) for p in paths]
+    file name (`...step<N>...`); a file whose step cannot be found raises ResultsImportError, and so do two files
+    with results for the same model, step and task (which one holds the truth is not ours to guess)."""
+    files = [(path, _import_one(path)) for path in dict.fromkeys(Path(p).resolve() for p in paths)]
     if not files:
         raise ResultsImportError("no lm-eval results files to import")
+    first: dict[tuple, Path] = {}
+    for path, table in files:
+        for model, step, task in zip(table.model, table.step, table.task, strict=True):
+            if (other := first.setdefault((model, step, task), path)) != path:
+                raise ResultsImportError(f"{other} and {path} both hold {model} step {step} ({task}); import one of "
+                                         "them")
     catalog = TaskCatalog()
     known: dict[str, str] = {}
     for _, table in files:

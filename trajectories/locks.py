@@ -17,10 +17,13 @@ import time
 from pathlib import Path
 
 from trajectories import slurm
+from trajectories.errors import WriteError
 
 HEARTBEAT_S = 30
 STALE_S = 600  # no heartbeat for this long: the holder is dead or cut off
 RECLAIM_GUARD_S = 60  # a reclaim guard older than this was left by a process that died while reclaiming
+UNWRITTEN_S = 10  # a lock is written microseconds after it is created: one still empty or unreadable after this is
+# the leftover of a process that died in between, or of a full disk
 
 
 def owner(sweep: str | None = None, job: str | None = None, log: str | None = None,
@@ -33,16 +36,16 @@ def owner(sweep: str | None = None, job: str | None = None, log: str | None = No
 
 
 def read(path: Path) -> dict | None:
-    """The holder's record with its heartbeat age; None if the lock is gone. A lock created but not yet written
-    reads as a fresh holder with no identity."""
+    """The holder's record with its heartbeat age; None if the lock is gone. A lock created but not yet written, or
+    unreadable, reads as a holder with no identity (no token)."""
     try:
         age = time.time() - path.stat().st_mtime
-        text = path.read_text()
+        text = path.read_bytes()
     except FileNotFoundError:
         return None
     try:
         holder = json.loads(text)
-    except json.JSONDecodeError:
+    except ValueError:
         holder = {}
     return (holder if isinstance(holder, dict) else {}) | {"heartbeat_age": age}
 
@@ -58,11 +61,11 @@ def pid_alive(pid: int) -> bool:
 
 
 def is_stale(holder: dict, me: dict) -> bool:
-    if holder["heartbeat_age"] > STALE_S:
+    if holder["heartbeat_age"] > STALE_S or (not holder.get("token") and holder["heartbeat_age"] > UNWRITTEN_S):
         return True
     if holder.get("job") is not None and holder["job"] == me["job"]:
         return holder.get("pid") != me["pid"]  # a requeued Slurm job runs again under its id: its old lock is its own
-    if holder.get("host") == me["host"] and holder.get("pid") is not None:
+    if holder.get("host") == me["host"] and isinstance(holder.get("pid"), int):
         return holder["pid"] != me["pid"] and not pid_alive(holder["pid"])
     if holder.get("executor") == "slurm":  # scancel or a node failure: Slurm knows before the heartbeat times out
         return (slurm.job_states([holder["job"]]) or {}).get(holder["job"]) in slurm.ENDED
@@ -94,8 +97,14 @@ def _create(path: Path, me: dict) -> bool:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
     except FileExistsError:
         return False
-    with os.fdopen(fd, "w") as f:
-        json.dump(me, f)
+    except OSError as err:
+        raise WriteError(err.errno, err.strerror, str(path)) from err
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(me, f)
+    except OSError as err:  # a full disk: an empty lock would only make others wait
+        path.unlink(missing_ok=True)
+        raise WriteError(err.errno, err.strerror, str(path)) from err
     return True
 
 

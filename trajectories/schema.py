@@ -123,28 +123,46 @@ class Finding:
 
 @dataclass(frozen=True)
 class SweepSpec:
-    """What a results folder measures. A sweep into an OUT made with a different spec is refused."""
+    """What a results folder measures. A sweep into an OUT made with a different spec is refused.
+
+    `suite` says what the suite is, however it was typed: "pythia", "hf:<org/repo>", or "local:<resolved folder>"
+    (folders written before suites were identified hold the string as typed then). `suite_fingerprint` holds, per
+    model of a local suite, a digest of its checkpoints' architecture and tokenizer, so a folder rebuilt with other
+    models under the same path is told apart; steps are left out, so a suite whose training goes on stays itself."""
 
     suite: str
     tasks: tuple[str, ...]
     limit: int | None = None
     dtype: str = "auto"
     trust_remote_code: bool = False
+    suite_fingerprint: tuple[tuple[str, str], ...] = ()  # sorted (model, digest) pairs
 
     def as_dict(self) -> dict:
-        return asdict(self) | {"tasks": list(self.tasks)}
+        return asdict(self) | {"tasks": list(self.tasks), "suite_fingerprint": dict(self.suite_fingerprint)}
 
     @classmethod
     def from_dict(cls, d: dict) -> SweepSpec:
-        return cls(**(d | {"tasks": tuple(d["tasks"])}))
+        """Raises KeyError, TypeError, ValueError or AttributeError when `d` is not a spec."""
+        return cls(**(d | {"tasks": tuple(d["tasks"]),
+                           "suite_fingerprint": tuple(sorted((d.get("suite_fingerprint") or {}).items()))}))
 
-    def differences(self, other: SweepSpec) -> dict[str, tuple]:
-        """{field: (mine, other's)} for every field that differs."""
-        return {f: (getattr(self, f), getattr(other, f)) for f in _field_names(SweepSpec)
-                if getattr(self, f) != getattr(other, f)}
+    def conflicts(self, other: SweepSpec, suite_aliases: tuple[str, ...] = ()) -> dict[str, tuple]:
+        """{field: (mine, other's)} for what makes `other`'s results incomparable with mine. `suite_aliases`: other
+        names my suite had (as typed before suites were identified). Fingerprints are compared for the models both
+        have: a suite may gain models and steps."""
+        found = {f: (getattr(self, f), getattr(other, f)) for f in ("tasks", "limit", "dtype", "trust_remote_code")
+                 if getattr(self, f) != getattr(other, f)}
+        if other.suite != self.suite and other.suite not in suite_aliases:
+            found["suite"] = (self.suite, other.suite)
+        mine, theirs = dict(self.suite_fingerprint), dict(other.suite_fingerprint)
+        if changed := sorted(m for m in mine.keys() & theirs.keys() if mine[m] != theirs[m]):
+            found["suite_fingerprint"] = ({m: mine[m] for m in changed}, {m: theirs[m] for m in changed})
+        return found
 
 
 EVICT_POLICIES = ("auto", "always", "never")
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+EXECUTORS = ("local", "processes", "slurm")
 DUPLICATE_POLICIES = ("reuse", "evaluate")  # byte-identical checkpoints: evaluate one and reuse, or evaluate each
 
 
@@ -188,7 +206,8 @@ class UnitResult:
 
 @dataclass(frozen=True)
 class UnitRecord:
-    """A completed unit as stored in units/<model>/step<N>.json (written last: its presence marks the unit done).
+    """A completed unit as stored in units/<model>/step<N>.json (written last: the unit is done once it is there and
+    checks out against the folder, see Store.unit).
 
     The JSON layout is flat, provenance keys beside the others, as every results folder has it."""
 
@@ -266,6 +285,30 @@ class FailureRecord:
     def from_json(cls, data: dict, at: float = 0.0) -> FailureRecord:
         return cls(data["model"], int(data["step"]), data.get("source", ""), data.get("revision"),
                    str(data["reason"]), data.get("by"), at)
+
+
+class UnitState(str, enum.Enum):
+    """Where a unit stands in a results folder (decided in one place: Store.unit)."""
+
+    DONE = "done"  # its record parses and matches the folder's spec; its items file is readable, with every row
+    FAILED = "failed"  # its last evaluation failed (the failure record says why)
+    DAMAGED = "damaged"  # a file of it is unreadable or belongs to another sweep: a sweep sets it aside and redoes it
+    PENDING = "pending"  # nothing of it stored yet
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class StoredUnit:
+    """What a results folder holds for one unit."""
+
+    key: tuple[str, int]
+    state: UnitState
+    record: UnitRecord | None = None  # when DONE
+    failure: FailureRecord | None = None  # when FAILED
+    damage: str = ""  # when DAMAGED: what is wrong, naming the file
+    written_at: float = 0.0  # when DONE: when its record was written (the file's mtime)
 
 
 def _field_names(cls) -> set[str]:

@@ -5,6 +5,7 @@
     OUT/units/<model>/step<N>.json           the UnitRecord; written last, so it marks the unit done
     OUT/units/<model>/step<N>.failed.json    the FailureRecord (removed when the unit later succeeds)
     OUT/units/<model>/step<N>.lock           held while a process evaluates the unit (locks.py)
+    OUT/damaged/<model>/                     files of damaged units, moved here by a sweep (never deleted)
     OUT/jobs/                                submitit's job files and logs; <job>.units.json: a job's units
     OUT/imported.parquet                     curve rows imported from lm-eval results files
     OUT/imported.items.parquet               per-item results (schema.ITEM_COLUMNS) from their samples files
@@ -12,27 +13,50 @@
     OUT/plots/, OUT/report/                  figures and the analysis report
     OUT/wandb.json                           the W&B run of the sweep and the checkpoints logged to it
 
-A unit counts as done only when both its files exist, so a crash or kill at any moment leaves at worst a temp file
-(ignored and cleaned up) and the unit is redone.
+A unit's state (schema.UnitState) is decided in one place, `Store.unit`: it is done only when its record parses, is
+the record of its (model, step), matches the folder's spec, and its items file is readable with the rows the record
+counts. A crash or kill at any moment leaves at worst a temp file (ignored and cleaned up) or items without a record
+(the unit is pending and redone). Anything else is damaged: `status` names it, `collect` and `analyze` skip it, and a
+sweep moves its files to OUT/damaged/ and evaluates it again.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from trajectories import locks
-from trajectories.errors import UserError
-from trajectories.files import remove_temp_files, write_json, write_table, write_text
-from trajectories.schema import Checkpoint, FailureRecord, SweepSpec, UnitRecord, UnitResult, with_curve_defaults
+from trajectories.errors import SkippedWarning, UserError
+from trajectories.files import move_aside, remove_temp_files, write_json, write_table, write_text
+from trajectories.schema import (
+    ITEM_COLUMNS,
+    Checkpoint,
+    FailureRecord,
+    StoredUnit,
+    SweepSpec,
+    UnitRecord,
+    UnitResult,
+    UnitState,
+    with_curve_defaults,
+)
+from trajectories.suites import suite_name
 
 TEMP_GRACE_S = 60  # a temp file younger than this may be another sweep's write in progress
-_UNIT_FILE = re.compile(r"step(\d+)\.json")
+_UNIT_FILE = re.compile(r"step(\d+)(?:\.failed)?\.json")
+_LOCK_FILE = re.compile(r"step(\d+)\.lock")
+# What reading a damaged file raises: bad JSON or bytes (ValueError), a record of the wrong shape (KeyError,
+# TypeError, AttributeError), an unreadable Parquet file (pyarrow's errors), a folder or no permission (OSError).
+_DAMAGE = (ValueError, KeyError, TypeError, AttributeError, OSError, pa.ArrowException)
 
 Key = tuple[str, int]  # (model, step)
+REIMPORT = "move it aside and import the lm-eval results files again with `collect --import`"
 
 
 def items_outside(items: pd.DataFrame, other: pd.DataFrame) -> pd.DataFrame:
@@ -43,13 +67,18 @@ def items_outside(items: pd.DataFrame, other: pd.DataFrame) -> pd.DataFrame:
 
 
 class StoreError(UserError):
-    """OUT is missing, empty, or holds results of another spec."""
+    """OUT is missing, empty, damaged, or holds results of another spec."""
+
+
+def _why(err: Exception) -> str:
+    return f"{type(err).__name__}: {err}"
 
 
 class Store:
     def __init__(self, out: str | Path):
         self.out = Path(out)
         self.units = self.out / "units"
+        self.damaged_dir = self.out / "damaged"
         self.jobs_dir = self.out / "jobs"
         self.plots_dir = self.out / "plots"
         self.report_dir = self.out / "report"
@@ -58,64 +87,154 @@ class Store:
         self.imported_path = self.out / "imported.parquet"
         self.imported_items_path = self.out / "imported.items.parquet"
         self.wandb_path = self.out / "wandb.json"
+        self._manifest_cache: dict | None = None
 
     # ---------------------------------------------------------------- spec
     def open(self, spec: SweepSpec, checkpoints: list[Checkpoint], suite_description: str = "") -> None:
         """Create OUT for `spec`, or check that an existing OUT was made with the same spec; record the units
-        asked for, so `status` can tell what is still pending."""
+        asked for, so `status` can tell what is still pending.
+
+        A folder written before suites were identified names its suite as typed then (`local:suite`): it is the same
+        suite when that resolves, from here, to `spec`'s; the folder is then upgraded in place, keeping the old name
+        for its units' records."""
+        if file := next((p for p in (self.out, *self.out.parents) if p.exists() and not p.is_dir()), None):
+            raise StoreError(f"--out {self.out}: {file} is a file, not a folder; choose another --out")
         requested = {c.key for c in checkpoints}
+        aliases: tuple[str, ...] = ()
         if self.manifest_path.exists():
-            manifest = json.loads(self.manifest_path.read_text())
-            existing = SweepSpec.from_dict(manifest["spec"])
-            if existing != spec:
-                lines = "\n".join(f"  {k}: {old!r} there, {new!r} now"
-                                  for k, (old, new) in existing.differences(spec).items())
+            manifest = self._manifest()
+            existing, aliases = manifest["spec"], manifest["suite_aliases"]
+            if (existing.suite != spec.suite and not existing.suite_fingerprint
+                    and suite_name(existing.suite) == spec.suite):
+                aliases, existing = (*aliases, existing.suite), replace(existing, suite=spec.suite)
+            if conflicts := existing.conflicts(spec, aliases):
+                lines = "\n".join(f"  {k}: {old!r} there, {new!r} now" for k, (old, new) in conflicts.items())
                 raise StoreError(
                     f"{self.out} holds a sweep with another spec; not mixing results:\n{lines}\n"
                     "Use another --out, or the same settings to resume."
                 )
-            requested |= {tuple(unit) for unit in manifest["requested"]}
+            fingerprint = dict(existing.suite_fingerprint) | dict(spec.suite_fingerprint)
+            spec = replace(spec, suite_fingerprint=tuple(sorted(fingerprint.items())))
+            requested |= set(manifest["requested"])
         write_json(self.manifest_path, {
-            "spec": spec.as_dict(), "suite_description": suite_description, "requested": sorted(requested),
+            "spec": spec.as_dict(), "suite_aliases": list(aliases), "suite_description": suite_description,
+            "requested": sorted(requested),
         })
+        self._manifest_cache = None
         remove_temp_files(self.out, older_than=TEMP_GRACE_S)
 
     def is_sweep(self) -> bool:
         return self.manifest_path.exists()
 
-    def _read_manifest(self) -> dict:
+    def _manifest(self) -> dict:
+        """sweep.json, parsed: spec, suite_aliases, requested."""
+        if self._manifest_cache is not None:
+            return self._manifest_cache
         if not self.manifest_path.exists():
             raise StoreError(f"{self.out} is not a sweep folder (no sweep.json); run `trajectories sweep` first")
-        return json.loads(self.manifest_path.read_text())
+        try:
+            data = json.loads(self.manifest_path.read_text())
+            self._manifest_cache = {
+                "spec": SweepSpec.from_dict(data["spec"]),
+                "suite_aliases": tuple(map(str, data.get("suite_aliases") or ())),
+                "requested": [(str(model), int(step)) for model, step in data["requested"]],
+            }
+        except _DAMAGE as err:
+            raise StoreError(
+                f"{self.manifest_path} is damaged ({_why(err)}). It records what this folder measures; to recover, "
+                "move it aside and run the sweep command that made this folder again: units that match the command "
+                f"are kept, the others are moved to {self.damaged_dir} and evaluated again"
+            ) from err
+        return self._manifest_cache
 
     def spec(self) -> SweepSpec:
-        return SweepSpec.from_dict(self._read_manifest()["spec"])
+        return self._manifest()["spec"]
 
     def requested(self) -> list[Key]:
-        return [tuple(unit) for unit in self._read_manifest()["requested"]]
+        return list(self._manifest()["requested"])
 
     # ---------------------------------------------------------------- units
     def _path(self, key: Key, suffix: str) -> Path:
         model, step = key
         return self.units / model / f"step{step}{suffix}"
 
+    def unit(self, key: Key) -> StoredUnit:
+        """What OUT holds for the unit: done, failed, damaged (with the reason) or pending. Never raises for a
+        damaged unit file."""
+        path = self._path(key, ".json")
+        try:
+            text, written_at = path.read_bytes(), path.stat().st_mtime
+        except FileNotFoundError:
+            return self._failure_state(key)
+        except OSError as err:
+            return StoredUnit(key, UnitState.DAMAGED, damage=f"{path}: cannot be read ({_why(err)})")
+        record, problem = self._check_record(key, text)
+        if problem:
+            return StoredUnit(key, UnitState.DAMAGED, damage=f"{path}: {problem}")
+        return StoredUnit(key, UnitState.DONE, record=record, written_at=written_at)
+
+    def _check_record(self, key: Key, text: bytes) -> tuple[UnitRecord | None, str]:
+        """The record, or why it does not count: unparseable, another unit's, another spec's, or its items file
+        unreadable or short."""
+        if not text.strip():
+            return None, "empty file"
+        try:
+            data = json.loads(text)
+            if not isinstance(data, dict):
+                return None, f"holds a JSON {type(data).__name__}, not a unit record"
+            record = UnitRecord.from_json(data)
+            expected_rows = sum(int(result.n) for result in record.tasks.values())
+        except _DAMAGE as err:
+            return None, f"not a unit record ({_why(err)})"
+        if record.key != key:
+            return None, f"holds the record of {record.model.name} step {record.step}"
+        if self.is_sweep():
+            folder = self._manifest()
+            conflicts = folder["spec"].conflicts(replace(record.spec, suite_fingerprint=tuple(
+                (m, d) for m, d in record.spec.suite_fingerprint if m == key[0])), folder["suite_aliases"])
+            if conflicts:
+                return None, "made with another spec (" + ", ".join(
+                    f"{k}: {mine!r} here, {theirs!r} in the unit" for k, (mine, theirs) in conflicts.items()) + ")"
+        if set(record.tasks) != set(record.spec.tasks):
+            return None, "its results do not hold the tasks of its spec"
+        if record.spec.limit and any(result.n > record.spec.limit for result in record.tasks.values()):
+            return None, f"counts more items per task than its limit {record.spec.limit}"
+        items = self._path(key, ".items.parquet")
+        try:
+            meta = pq.read_metadata(items)
+        except FileNotFoundError:
+            return None, f"its items file {items.name} is missing"
+        except _DAMAGE as err:
+            return None, f"its items file {items.name} is unreadable ({_why(err)})"
+        if tuple(meta.schema.names) != ITEM_COLUMNS:
+            return None, f"its items file {items.name} has columns {', '.join(meta.schema.names)}"
+        if meta.num_rows != expected_rows:
+            return None, f"its items file {items.name} has {meta.num_rows} rows; the record counts {expected_rows}"
+        return record, ""
+
+    def _failure_state(self, key: Key) -> StoredUnit:
+        path = self._path(key, ".failed.json")
+        try:
+            failure = FailureRecord.from_json(json.loads(path.read_bytes()), at=path.stat().st_mtime)
+        except FileNotFoundError:
+            return StoredUnit(key, UnitState.PENDING)
+        except _DAMAGE as err:
+            return StoredUnit(key, UnitState.DAMAGED, damage=f"{path}: not a failure record ({_why(err)})")
+        if failure.key != key:
+            return StoredUnit(key, UnitState.DAMAGED,
+                              damage=f"{path}: holds the failure of {failure.model} step {failure.step}")
+        return StoredUnit(key, UnitState.FAILED, failure=failure)
+
     def is_done(self, key: Key) -> bool:
-        return self._path(key, ".json").exists() and self._path(key, ".items.parquet").exists()
+        return self.unit(key).state is UnitState.DONE
 
     def record(self, key: Key) -> UnitRecord | None:
         """The unit's record if it is done, else None."""
-        try:
-            return UnitRecord.from_json(json.loads(self._path(key, ".json").read_text())) if self.is_done(key) else None
-        except FileNotFoundError:
-            return None
+        return self.unit(key).record
 
     def failure(self, key: Key) -> FailureRecord | None:
-        """The unit's last failure record (with `at`, when it was written), or None."""
-        path = self._path(key, ".failed.json")
-        try:
-            return FailureRecord.from_json(json.loads(path.read_text()), at=path.stat().st_mtime)
-        except FileNotFoundError:
-            return None
+        """The unit's last failure record (with `at`, when it was written) if it failed, else None."""
+        return self.unit(key).failure
 
     def save_unit(self, ckpt: Checkpoint, result: UnitResult, spec: SweepSpec, by: dict | None = None,
                   same_weights_as: int | None = None) -> None:
@@ -128,22 +247,45 @@ class Store:
     def save_failure(self, ckpt: Checkpoint, reason: str, by: dict | None = None) -> None:
         write_json(self._path(ckpt.key, ".failed.json"), FailureRecord.of(ckpt, reason, by).to_json())
 
+    def set_aside(self, key: Key) -> list[Path]:
+        """Move a damaged unit's files to OUT/damaged/<model>/ (never overwriting one set aside before), so the unit
+        can be stored again; call it holding the unit's lock. Returns where they went."""
+        moved = []
+        for suffix in (".json", ".items.parquet", ".failed.json"):
+            try:
+                moved.append(move_aside(self._path(key, suffix), self.damaged_dir / key[0]))
+            except FileNotFoundError:
+                pass
+        return moved
+
     def _unit_keys(self) -> list[Key]:
-        keys = []
+        keys = set()
         for path in self.units.glob("*/step*.json"):
             if match := _UNIT_FILE.fullmatch(path.name):
-                keys.append((path.parent.name, int(match[1])))
+                keys.add((path.parent.name, int(match[1])))
         return sorted(keys)
+
+    def stored_units(self) -> list[StoredUnit]:
+        """Every unit OUT holds a record or a failure record of, in model then step order."""
+        return [self.unit(key) for key in self._unit_keys()]
 
     def records(self) -> list[UnitRecord]:
         """Every completed unit's record, in model then step order."""
-        return [r for r in map(self.record, self._unit_keys()) if r is not None]
+        return [u.record for u in self.stored_units() if u.state is UnitState.DONE]
 
     def failures(self) -> list[FailureRecord]:
-        found = []
-        for path in sorted(self.units.glob("*/step*.failed.json")):
-            found.append(FailureRecord.from_json(json.loads(path.read_text()), at=path.stat().st_mtime))
-        return found
+        return [u.failure for u in self.stored_units() if u.state is UnitState.FAILED]
+
+    def damaged(self) -> list[StoredUnit]:
+        return [u for u in self.stored_units() if u.state is UnitState.DAMAGED]
+
+    def warn_damaged(self) -> None:
+        """A warning naming the damaged units that are left out (`collect`, `analyze`)."""
+        if damaged := self.damaged():
+            listed = "; ".join(f"{u.key[0]} step {u.key[1]}: {u.damage}" for u in damaged)
+            warnings.warn(f"skipping {len(damaged)} damaged units ({listed}); `trajectories sweep` with the same "
+                          f"options moves their files to {self.damaged_dir} and evaluates them again",
+                          SkippedWarning, stacklevel=2)
 
     def unit_items(self, key: Key) -> pd.DataFrame:
         """Per-item results of one completed unit."""
@@ -153,10 +295,19 @@ class Store:
         """When the unit's record was written (a POSIX time)."""
         return self._path(key, ".json").stat().st_mtime
 
-    def items(self, model: str | None = None) -> pd.DataFrame | None:
+    def items(self, model: str | None = None, records: list[UnitRecord] | None = None) -> pd.DataFrame | None:
         """Per-item results of every completed unit (of one model), and of imported results for tasks no unit
-        has; None when there are none."""
-        frames = [self.unit_items(r.key) for r in self.records() if model is None or r.model.name == model]
+        has; None when there are none. `records`: the completed units' records, when the caller has them already."""
+        frames = []
+        for record in self.records() if records is None else records:
+            if model is not None and record.model.name != model:
+                continue
+            try:
+                frames.append(self.unit_items(record.key))
+            except _DAMAGE as err:  # its footer read, but a page inside is broken
+                warnings.warn(f"skipping the items of {record.model.name} step {record.step}: "
+                              f"{self._path(record.key, '.items.parquet')} is damaged ({_why(err)})", SkippedWarning,
+                              stacklevel=2)
         imported = self.imported_items()
         if imported is not None and model is not None:
             imported = imported[imported.model == model]
@@ -186,9 +337,9 @@ class Store:
         found = []
         me = locks.owner()
         for path in sorted(self.units.glob("*/step*.lock")):
-            holder = locks.read(path)
-            if holder is not None:
-                found.append(holder | {"model": path.parent.name, "step": int(path.stem.removeprefix("step")),
+            match, holder = _LOCK_FILE.fullmatch(path.name), locks.read(path)
+            if match and holder is not None:
+                found.append(holder | {"model": path.parent.name, "step": int(match[1]),
                                        "stale": locks.is_stale(holder, me)})
         return found
 
@@ -197,15 +348,33 @@ class Store:
         """What a worker process or Slurm job was given (its units, log, executor), for `status`."""
         write_json(self.jobs_dir / f"{job}.units.json", record)
 
-    def jobs(self) -> list[dict]:
-        return [json.loads(p.read_text()) for p in sorted(self.jobs_dir.glob("*.units.json"))]
+    def jobs(self) -> tuple[list[dict], list[str]]:
+        """The job records, and what is wrong with each damaged one."""
+        found, damaged = [], []
+        for path in sorted(self.jobs_dir.glob("*.units.json")):
+            try:
+                record = json.loads(path.read_bytes())
+                record["units"] = [(str(model), int(step)) for model, step in record["units"]]
+                record = record | {k: str(record[k]) for k in ("executor", "job", "host", "log")}
+            except _DAMAGE as err:
+                damaged.append(f"{path}: not a job record ({_why(err)})")
+                continue
+            found.append(record)
+        return found, damaged
 
     # ---------------------------------------------------------------- tables
+    @staticmethod
+    def _table(path: Path, recovery: str) -> pd.DataFrame:
+        try:
+            return pd.read_parquet(path)
+        except _DAMAGE as err:
+            raise StoreError(f"{path} is damaged ({_why(err)}); {recovery}") from err
+
     def curves(self) -> pd.DataFrame:
         if not self.curves_path.exists():
             raise StoreError(f"{self.out} has no curves table; run `trajectories sweep` or "
                              f"`trajectories collect {self.out}` first")
-        return with_curve_defaults(pd.read_parquet(self.curves_path))
+        return with_curve_defaults(self._table(self.curves_path, f"rebuild it with `trajectories collect {self.out}`"))
 
     def save_curves(self, table: pd.DataFrame) -> tuple[Path, Path]:
         csv = self.curves_path.with_suffix(".csv")
@@ -214,7 +383,9 @@ class Store:
         return self.curves_path, csv
 
     def imported(self) -> pd.DataFrame | None:
-        return with_curve_defaults(pd.read_parquet(self.imported_path)) if self.imported_path.exists() else None
+        if not self.imported_path.exists():
+            return None
+        return with_curve_defaults(self._table(self.imported_path, REIMPORT))
 
     def save_imported(self, table: pd.DataFrame) -> None:
         write_table(table, self.imported_path)
@@ -224,16 +395,20 @@ class Store:
         path = self.report_dir / f"{name}.csv"
         return pd.read_csv(path) if path.exists() else None
 
-
     def imported_items(self) -> pd.DataFrame | None:
-        return pd.read_parquet(self.imported_items_path) if self.imported_items_path.exists() else None
+        return self._table(self.imported_items_path, REIMPORT) if self.imported_items_path.exists() else None
 
     def save_imported_items(self, items: pd.DataFrame) -> None:
         write_table(items, self.imported_items_path)
 
     def wandb_run(self) -> dict | None:
         """{"project", "entity", "run_id", "logged": [[model, step], ...]} of the sweep's W&B run, if any."""
-        return json.loads(self.wandb_path.read_text()) if self.wandb_path.exists() else None
+        if not self.wandb_path.exists():
+            return None
+        try:
+            return dict(json.loads(self.wandb_path.read_bytes()))
+        except _DAMAGE as err:
+            raise StoreError(f"{self.wandb_path} is damaged ({_why(err)}); move it aside to log to a new run") from err
 
     def save_wandb_run(self, run: dict) -> None:
         write_json(self.wandb_path, run)

@@ -3,6 +3,7 @@ a local folder of checkpoints.
 
 `resolve_checkpoints(suite, models, steps)` turns a command line into the list of Checkpoints a sweep evaluates;
 `audit_checkpoints(suite, checkpoints)` lists what each holds (hub metadata, or hashes of local files) and audits them.
+A suite is identified by what it is (`suite_name`, `Suite.fingerprint`), not by how its --suite value was typed.
 """
 
 from __future__ import annotations
@@ -89,7 +90,8 @@ STEPS_HELP = "all | log | final | every:K | A:B:K | comma list, e.g. 0,512,14300
 
 
 def select_steps(spec: str, available: list[int], model: str) -> list[int]:
-    """The steps of `available` that `spec` names. Naming a step the model lacks is an error listing what it has."""
+    """The steps of `available` that `spec` names. Naming a step the model lacks is an error listing what it has; a
+    range `A:B:K` takes the steps the model has among A, A+K, ... up to B."""
     available = sorted(available)
     spec = spec.strip()
     if not available:
@@ -105,11 +107,14 @@ def select_steps(spec: str, available: list[int], model: str) -> list[int]:
         return [s for s in available if s % k == 0]
     if re.fullmatch(r"\d+:\d+:\d+", spec):
         a, b, k = (int(x) for x in spec.split(":"))
-        wanted = list(range(a, b + 1, _positive_int(str(k), spec)))
-    elif re.fullmatch(r"\d+(,\d+)*", spec.replace(" ", "")):
-        wanted = sorted({int(x) for x in spec.replace(" ", "").split(",")})
-    else:
+        if a > b:
+            raise SuiteError(f"bad --steps {spec!r}: the range starts at {a}, after its end {b}; expected A:B:K with "
+                             "A <= B")
+        wanted = range(a, b + 1, _positive_int(str(k), spec))  # a range object: membership is arithmetic
+        return [s for s in available if s in wanted]
+    if not re.fullmatch(r"\d+(,\d+)*", spec.replace(" ", "")):
         raise SuiteError(f"bad --steps {spec!r}; expected {STEPS_HELP}")
+    wanted = sorted({int(x) for x in spec.replace(" ", "").split(",")})
     missing = [s for s in wanted if s not in set(available)]
     if missing:
         raise SuiteError(f"model {model!r} has no step {_short(missing)}; it has steps {_short(available)}")
@@ -128,6 +133,17 @@ def _short(steps: list[int], head: int = 12) -> str:
     return ", ".join(map(str, steps[: head // 2])) + f", … ({len(steps)} in all) …, " + ", ".join(
         map(str, steps[-head // 2 :])
     )
+
+
+# ---------------------------------------------------------------------------------------------------- identity
+def suite_name(spec: str) -> str:
+    """What a --suite value names, however it was typed: `local:suite`, `local:./suite/` and `local:/abs/suite` are
+    one suite, named by its resolved folder."""
+    if spec.startswith("local:"):
+        return f"local:{Path(spec.removeprefix('local:')).expanduser().resolve()}"
+    if spec.startswith("hf:"):
+        return f"hf:{spec.removeprefix('hf:').strip('/')}"
+    return spec
 
 
 # ---------------------------------------------------------------------------------------------------- suites
@@ -188,6 +204,11 @@ class Suite:
     def tokens(model: ModelInfo, step: int) -> int | None:
         return step * model.tokens_per_step if model.tokens_per_step else None
 
+    def fingerprint(self, models: list[ModelInfo]) -> tuple[tuple[str, str], ...]:
+        """(model, digest of what its checkpoints are) for SweepSpec.suite_fingerprint; a hub repo is named by its
+        id alone (each unit records the commit it evaluated)."""
+        return ()
+
 
 class PythiaSuite(Suite):
     """EleutherAI's Pythia on the hub: a fixed schedule of 154 `step<N>` branches per model."""
@@ -213,7 +234,8 @@ class HubSuite(Suite):
     """Any hub model repo whose branches name training steps (listing them needs the network)."""
 
     def __init__(self, repo: str):
-        name = repo.rstrip("/").split("/")[-1]
+        repo = repo.strip("/")
+        name = repo.split("/")[-1]
         super().__init__(f"hf:{repo}", {name: ModelInfo(name=name, size=name, repo=repo)})
 
     def steps(self, model: ModelInfo) -> list[int]:
@@ -259,10 +281,24 @@ class LocalSuite(Suite):
             models[model_dir.name] = ModelInfo(name=model_dir.name, path=str(model_dir), **fields)
         if not models:
             raise SuiteError(f"local suite folder {root} holds no <model>/step<N>/ checkpoint folders")
-        super().__init__(f"local:{folder}", models, meta.get("description", ""))
+        super().__init__(f"local:{root}", models, meta.get("description", ""))
 
     def steps(self, model: ModelInfo) -> list[int]:
         return sorted(int(p.name[4:]) for p in Path(model.path).glob("step*") if p.name[4:].isdigit())
+
+    def fingerprint(self, models: list[ModelInfo]) -> tuple[tuple[str, str], ...]:
+        """Per model, a digest of its first checkpoint's architecture and tokenizer, from its listing (a model whose
+        first checkpoint has no readable config.json has none: its units fail to load anyway)."""
+        digests = []
+        for model in models:
+            try:
+                first = self.listing(self.checkpoint(model, self.steps(model)[0]))
+            except (OSError, ValueError):
+                continue
+            if first.config_shape:
+                identity = _digest([("config", first.config_shape), ("tokenizer", first.tokenizer)])
+                digests.append((model.name, identity[:16]))
+        return tuple(sorted(digests))
 
     def checkpoint(self, model: ModelInfo, step: int) -> Checkpoint:
         return Checkpoint(self.name, model, step, self.tokens(model, step), path=str(Path(model.path) / f"step{step}"))
@@ -329,6 +365,17 @@ def get_suite(spec: str) -> Suite:
     raise SuiteError(f"unknown suite {spec!r}; valid suites: {', '.join(SUITE_KINDS)}")
 
 
+def model_names(models: str | list[str] | None) -> list[str] | None:
+    """The model names of a --models value (comma-separated), each once; None: every model of the suite."""
+    if models is None:
+        return None
+    names = [m.strip() for m in (models.split(",") if isinstance(models, str) else models) if m.strip()]
+    if not names:
+        raise SuiteError(f"--models {models!r} names no model; give comma-separated names, or leave it out for "
+                         "every model of the suite")
+    return list(dict.fromkeys(names))
+
+
 def audit_checkpoints(suite: Suite, checkpoints: list[Checkpoint], progress: bool = False) -> Audit:
     """List what each checkpoint holds (no weights downloaded) and audit the listings (integrity.py)."""
     listings, absent = {}, {}
@@ -341,8 +388,13 @@ def audit_checkpoints(suite: Suite, checkpoints: list[Checkpoint], progress: boo
 
 
 def resolve_checkpoints(suite: Suite, models: list[str] | None, steps: str = "all") -> list[Checkpoint]:
-    """Every (model, step) the command line names, in model order then step order."""
-    chosen = [suite.model(m) for m in models] if models else list(suite.models.values())
+    """Every (model, step) the command line names, in model order then step order, each once."""
+    chosen = list({m.name: m for m in map(suite.model, models)}.values()) if models else list(suite.models.values())
     if not chosen:
         raise SuiteError(f"suite {suite.name!r}: choose models with --models; it has {', '.join(suite.models)}")
-    return [suite.checkpoint(m, s) for m in chosen for s in select_steps(steps, suite.steps(m), m.name)]
+    steps_of = {m.name: suite.steps(m) for m in chosen}
+    checkpoints = [suite.checkpoint(m, s) for m in chosen for s in select_steps(steps, steps_of[m.name], m.name)]
+    if not checkpoints:
+        have = "; ".join(f"{name}: {_short(sorted(s))}" for name, s in steps_of.items())
+        raise SuiteError(f"--steps {steps!r} selects no checkpoint; the models have steps {have}")
+    return checkpoints

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import hashlib
 import json
 import os
 from copy import deepcopy
@@ -27,8 +28,10 @@ BUILTIN_TASKS_DIR = PACKAGE_DIR / "builtin_tasks"
 BLIMP_PARADIGMS: dict[str, str] = json.loads((PACKAGE_DIR / "blimp_paradigms.json").read_text())
 BLIMP_PHENOMENA = tuple(sorted(set(BLIMP_PARADIGMS.values())))
 BLIMP_PAIRS = 1000
+MAX_DATA_BYTES = 2**30  # a task data file larger than this is refused: BLiMP's largest paradigm is under 1 MB
 BLIMP_DIR_ENV = "TRAJECTORIES_BLIMP_DIR"
 TASKS_DIR_ENV = "TRAJECTORIES_TASKS_DIR"
+NAMES_CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "trajectories"
 # lm-eval's other minimal-pair families (folders of its tasks); their data is on the hub.
 HUB_FAMILIES = ("blimp_nl", "lm_syneval", "multiblimp", "turblimp", "zhoblimp")
 
@@ -191,11 +194,37 @@ class TaskCatalog:
         return [Path(f) for f in files.values()] if isinstance(files, dict) else []
 
     def check_data(self, names: list[str]) -> None:
-        """Fail before any work starts if local data files are missing."""
-        missing = [str(f) for name in names for f in self.data_files(name) if not f.is_file()]
-        if missing:
+        """Fail before any work starts if local data files are missing or absurdly large, or, offline, if data on
+        the hub is not in the local cache."""
+        files = [f for name in names for f in self.data_files(name)]
+        if missing := [str(f) for f in files if not f.is_file()]:
             where = f" in --blimp-dir {self.blimp_dir}" if self.blimp_dir else ""
             raise TaskError(f"missing task data files{where}: " + ", ".join(missing))
+        if huge := [f"{f} ({f.stat().st_size:,} bytes)" for f in files if f.stat().st_size > MAX_DATA_BYTES]:
+            raise TaskError(f"task data files over {MAX_DATA_BYTES:,} bytes: {', '.join(huge)}; minimal pairs take "
+                            "far less: is it the right file?")
+        self._check_hub_data(names)
+
+    def _check_hub_data(self, names: list[str]) -> None:
+        hub_data = {}  # (dataset, config) -> a task reading it
+        for name in names:
+            cfg = self.config(name)
+            if not self.data_files(name) and cfg.get("dataset_path"):
+                hub_data.setdefault((cfg["dataset_path"], cfg.get("dataset_name")), name)
+        if not hub_data:
+            return
+        import datasets
+
+        if not datasets.config.HF_HUB_OFFLINE:
+            return  # online, datasets downloads what is not cached
+        for (path, config), task in hub_data.items():
+            try:
+                datasets.load_dataset_builder(path, config)
+            except (OSError, ValueError) as err:
+                hint = " or pass --blimp-dir DIR (BLiMP's jsonl files)" if task.startswith("blimp_") else ""
+                data = f"{path} ({config})" if config else path
+                raise TaskError(f"task {task} reads {data} from the hub, which is offline (HF_HUB_OFFLINE=1), and it "
+                                f"is not in the local cache; run online once{hint}") from err
 
     def load(self, names: list[str]) -> dict:
         """lm-eval's task dict for `names`: build it once and reuse it for every checkpoint."""
@@ -233,6 +262,40 @@ class TaskCatalog:
             infos += [TaskInfo(family, task, self.phenomenon(task), None, f"hub: {entry.cfg.get('dataset_path')}",
                                summarized=True) for task, entry in members]
         return infos
+
+
+def _lm_eval_tasks_stamp() -> str:
+    """Changes when lm-eval's own task files do (an upgrade, an edited editable install)."""
+    from trajectories import lmeval
+
+    count = newest = 0
+    for root, _, names in os.walk(lmeval.TASKS_DIR):
+        for name in names:
+            if name.endswith(("yaml", ".py")):
+                count, newest = count + 1, max(newest, os.stat(os.path.join(root, name)).st_mtime_ns)
+    digest = hashlib.sha256(f"{lmeval.VERSION} {lmeval.TASKS_DIR} {count} {newest}".encode()).hexdigest()
+    return f"{lmeval.VERSION}-{digest[:12]}"
+
+
+@functools.cache
+def lm_eval_names() -> frozenset[str]:
+    """Every task, group and tag name lm-eval itself defines. Indexing all of lm-eval's tasks takes half a minute,
+    so the names are kept in ~/.cache/trajectories/ (or $XDG_CACHE_HOME's), per state of lm-eval's task files."""
+    from trajectories import lmeval
+    from trajectories.errors import WriteError
+    from trajectories.files import write_json
+
+    cache = NAMES_CACHE_DIR / f"lm_eval_names-{_lm_eval_tasks_stamp()}.json"
+    try:
+        return frozenset(json.loads(cache.read_text()))
+    except (OSError, ValueError, TypeError):
+        pass
+    names = frozenset(lmeval.TaskIndex([], with_lm_eval_tasks=True).entries)
+    try:
+        write_json(cache, sorted(names))
+    except WriteError:
+        pass  # no writable cache folder: the next command indexes again
+    return names
 
 
 def count_lines(path: Path) -> int:
