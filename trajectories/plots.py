@@ -132,14 +132,16 @@ def _seed_means(data: pd.DataFrame, panel: str, x: str, groups: dict[str, list[s
 
 
 def _stage_marks(ax, marks: pd.DataFrame, to_x, styles: dict) -> None:
-    """A bar at the foot of the panel over each stage's checkpoints, in its model's colour."""
+    """A bar at the foot of the panel over each stage's checkpoints, in its model's colour: thick below chance, thin
+    for a drop."""
     foot = blended_transform_factory(ax.transData, ax.transAxes)
     for i, stage in enumerate(marks.itertuples()):
         start, end = to_x(stage.model, [stage.start_step, stage.end_step])
         y = 0.03 + 0.035 * (i % 4)
         style = styles.get(stage.group, styles.get(stage.model))
-        ax.plot([start, end], [y, y], transform=foot, color=style["color"], lw=4, alpha=0.8,
-                solid_capstyle="butt", marker="|" if start == end else None, ms=8)
+        below = stage.kind == "below_chance"  # thick; a drop thin, so the two kinds read apart
+        ax.plot([start, end], [y, y], transform=foot, color=style["color"], lw=4 if below else 1.5,
+                alpha=0.8 if below else 0.6, solid_capstyle="butt", marker="|" if start == end else None, ms=8)
 
 
 def _x_of(data: pd.DataFrame, x: str):
@@ -232,7 +234,8 @@ def line_grid(data: pd.DataFrame, panel: str, out_dir: Path, stem: str, title: s
     if ngram is not None and len(ngram.index.intersection(panels)):
         extras["best n-gram baseline"] = {"color": NGRAM_COLOR, "ls": "-.", "lw": 1.2}
     if stages is not None and stages.task.isin(panels).any():
-        extras["stage (below chance or a drop)"] = {"color": "0.3", "lw": 4}
+        extras["stage below chance"] = {"color": "0.3", "lw": 4}
+        extras["stage: a drop"] = {"color": "0.3", "lw": 1.5}
     if "same_weights_as" in data and data.same_weights_as.notna().any():
         extras["same weights as an\nearlier step"] = {"color": "0.2", "ls": "", "marker": "o", "mfc": "none"}
     _legend(fig, styles, drawn.model.unique(), chance, extras)
