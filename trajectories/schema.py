@@ -8,6 +8,7 @@ Records round-trip through JSON in the layout the store has always written, so o
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -188,6 +189,12 @@ class TaskResult:
     phenomenon: str  # "" for a task that is not a minimal-pair paradigm
     lm_eval: dict = field(default_factory=dict)  # lm-eval's metrics for the task, as it reported them
     field: str = ""  # BLiMP's field (morphology, syntax, semantics, syntax_semantics); "" if unknown
+
+    @property
+    def item_rows(self) -> int:
+        """Rows the task has in the unit's items file: its n, but none for a task without an accuracy (a
+        perplexity task's documents are not minimal pairs)."""
+        return 0 if math.isnan(self.acc) else int(self.n)
 
     @classmethod
     def from_dict(cls, data: dict) -> TaskResult:

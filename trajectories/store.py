@@ -183,7 +183,7 @@ class Store:
             if not isinstance(data, dict):
                 return None, f"holds a JSON {type(data).__name__}, not a unit record"
             record = UnitRecord.from_json(data)
-            expected_rows = sum(int(result.n) for result in record.tasks.values())
+            expected_rows = sum(result.item_rows for result in record.tasks.values())
         except _DAMAGE as err:
             return None, f"not a unit record ({_why(err)})"
         if record.key != key:
