@@ -159,3 +159,22 @@ def test_checkpoints_with_the_weights_of_another_step_are_marked_and_reported(cu
                                       "step": [1, 2] * 3, "same_weights_as": [0] * 6}
     assert report._reused(reused)[0] == "160m: steps 1, 2 have the weights of step 0."
     assert analysis.reused_checkpoints(curves).empty
+
+
+def test_long_panel_titles_fit_their_panels_at_the_saved_size(curves, tmp_path, monkeypatch):
+    """Drawn as saved: no panel title overlaps another panel or its title, and none is wider than its column."""
+    figures = []
+    monkeypatch.setattr(plots, "save", lambda fig, out_dir, stem: figures.append(fig) or [])
+    long = curves.assign(task=curves.task.str.replace("agreement_", "minigrammar_subject_verb_agreement_across_"
+                                                      "relative_clause_"))
+    plots.paradigm_grid(long, "agreement", tmp_path)
+    fig = figures[0]
+    renderer = fig.canvas.get_renderer()
+    axes = [ax for ax in fig.axes if ax.get_visible() and ax.get_title()]
+    assert len(axes) >= 2 and all("minigrammar" not in ax.get_title() for ax in axes)
+    titles = [ax.title.get_window_extent(renderer) for ax in axes]
+    frames = [ax.get_window_extent(renderer) for ax in axes]
+    width = min(f.width for f in frames) + (frames[1].x0 - frames[0].x1)  # a panel and the gap to the next
+    for i, title in enumerate(titles):
+        assert title.width <= width
+        assert not any(title.overlaps(other) for j, other in enumerate(titles + frames) if j % len(axes) != i)

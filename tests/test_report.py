@@ -156,13 +156,18 @@ def test_report_sections_of_the_literatures_analyses(out):
     early = onsets[(onsets.task == "phenomenon:agreement") & (onsets.model == "70m")].set_index("method")
     for method in ("sigmoid", "isotonic"):  # the planted midpoint, step 64, within both methods' CIs
         assert early.loc[method, "ci_low"] <= 64 <= early.loc[method, "ci_high"]
-    for name in ("stages", "kappa_matched", "kappa_by_step", "step_matched"):
+    for name in ("stages", "kappa_matched", "kappa_by_step", "step_matched", "kappa_summary"):
         assert (report / f"{name}.csv").exists()
     md = (report / "report.md").read_text()
     for section in ("## Stages", "## Item-level agreement", "### Both onset methods side by side",
                     "Sigmoid fit quality", "Phenomena grouped by the data's linguistics_term"):
         assert section in md
     assert "asymptote" in md and "kappa_matched.png" in md
+    # Each figure once, in the section it belongs to: the kappa heatmap under item-level agreement.
+    shown = re.findall(r"!\[([^\]]+)\]", md)
+    assert len(shown) == len(set(shown)) == len(list((out / "plots").glob("*.png")))
+    agreement = md.split("## Item-level agreement")[1].split("\n## ")[0]
+    assert "kappa_matched.png" in agreement
     assert "## Matched held-out loss" not in md and "## Seeds" not in md  # no perplexity task, no seeds here
     with pytest.raises(AnalysisError, match="no perplexity task in the curve table"):
         write_report(out, n_boot=20, align="loss", progress=False)

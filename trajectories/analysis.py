@@ -410,6 +410,27 @@ def step_matched_agreement(curves: pd.DataFrame, min_units: int = 3) -> pd.DataF
     return loss_matched_agreement(units.rename(columns={"step": "loss"}), min_units).rename(columns={"loss": "step"})
 
 
+def matched_views(step_matched: pd.DataFrame, loss_matched: pd.DataFrame) -> pd.DataFrame:
+    """Per level and pair of models: Kendall's tau between their unit accuracies averaged over the steps both
+    evaluated (tau_matched_step) beside its average over the losses both reach (tau_matched_loss)."""
+    keys = ["level", "model_a", "model_b"]
+    step_tau = step_matched.groupby(keys).kendall_tau.mean().rename("tau_matched_step")
+    loss_tau = loss_matched.groupby(keys).kendall_tau.mean().rename("tau_matched_loss")
+    return step_tau.to_frame().join(loss_tau, how="outer").reset_index()
+
+
+def kappa_summary(matched: pd.DataFrame, fleiss: pd.DataFrame) -> pd.DataFrame:
+    """Per unit: Cohen's kappa at matched accuracy over the pairs of models (count, mean, min, max), and Fleiss'
+    kappa of each seed group at its last shared step (fleiss_last_step_<group>)."""
+    summary = matched.groupby("unit").kappa.agg(pairs="count", kappa_mean="mean", kappa_min="min",
+                                                kappa_max="max").reset_index()
+    if len(fleiss):
+        last = fleiss[fleiss.step == fleiss.groupby(["group", "unit"]).step.transform("max")]
+        summary = summary.merge(last.pivot(index="unit", columns="group", values="kappa")
+                                .add_prefix("fleiss_last_step_").reset_index(), on="unit", how="left")
+    return summary
+
+
 # ---------------------------------------------------------------------------------------------------- n-grams
 def ngram_phenomena(ngram: pd.DataFrame, acq: pd.DataFrame, solved: float = 0.9) -> pd.DataFrame:
     """Per phenomenon: the best n-gram order's accuracy (mean over the phenomenon's paradigms) beside the best
@@ -499,6 +520,7 @@ def analyze(curves: pd.DataFrame, items_of: Callable[[str], pd.DataFrame | None]
         tables["kappa_by_step"] = item_agreement.kappa_by_step(items, units)
         tables["kappa_matched"] = item_agreement.kappa_at_matched_accuracy(items, units)
         tables["fleiss"] = item_agreement.fleiss_by_step(items, groups, units)
+        tables["kappa_summary"] = kappa_summary(tables["kappa_matched"], tables["fleiss"])
     if loss is not None:
         acq_loss = alignment.acquisition_loss(primary, loss)
         tables["acquisition_loss"] = acq_loss
@@ -507,6 +529,7 @@ def analyze(curves: pd.DataFrame, items_of: Callable[[str], pd.DataFrame | None]
             tables["loss_matched"] = alignment.loss_matched_agreement(alignment.curves_at_loss(curves, loss))
         except AnalysisError:  # the models' losses do not overlap: no loss at which to compare them
             tables["loss_matched"] = pd.DataFrame(columns=list(alignment.MATCHED_LOSS_COLUMNS))
+        tables["matched_views"] = matched_views(tables["step_matched"], tables["loss_matched"])
     if ngram is not None:
         tables["ngram"] = ngram
         tables["ngram_phenomena"] = ngram_phenomena(ngram, primary)

@@ -54,7 +54,7 @@ def _orders(order: pd.DataFrame, level: str) -> list[str]:
 
 # ---------------------------------------------------------------------------------------------------- document
 def _summary(curves: pd.DataFrame, item_models: int, requested: list[tuple[str, int]],
-             failures: list[FailureRecord]) -> list[tuple]:
+             failures: list[FailureRecord], figures: list[Path]) -> list[tuple]:
     grammar = analysis.grammar_units(curves)
     steps = curves.groupby("model").step.agg(["nunique", "min", "max"])
     lines = [
@@ -76,7 +76,7 @@ def _summary(curves: pd.DataFrame, item_models: int, requested: list[tuple[str, 
     if found := analysis.loss_tasks(curves):
         lines.append(f"Perplexity tasks (held-out loss per checkpoint, {analysis.LOSS_METRIC}): {', '.join(found)}.")
     lines += _missing(curves, requested, failures)
-    return [("h2", "Data"), *(("p", line) for line in lines)]
+    return [("h2", "Data"), *(("p", line) for line in lines), *_figures(figures, "fields")]
 
 
 def _grouping_line(curves: pd.DataFrame) -> str:
@@ -182,7 +182,7 @@ def _onsets_blocks(onsets: pd.DataFrame, fraction: float) -> list[tuple]:
     return blocks
 
 
-def _seed_section(results: dict[str, pd.DataFrame]) -> list[tuple]:
+def _seed_section(results: dict[str, pd.DataFrame], figures: list[Path]) -> list[tuple]:
     spread, ceiling = results.get("seed_spread"), results.get("agreement_ceiling")
     if spread is None or spread.empty:
         return []
@@ -196,10 +196,11 @@ def _seed_section(results: dict[str, pd.DataFrame]) -> list[tuple]:
         blocks += [("p", "Agreement of acquisition orders (Kendall's tau) by how the two models differ: between seeds "
                          "of one size it is the ceiling against which agreement between sizes can be judged."),
                    ("table", ceiling)]
-    return blocks
+    return [*blocks, ("p", "Each size's seeds are one line in the curve panels: their mean, with a band from the "
+                           "lowest to the highest seed."), *_figures(figures, "phenomena")]
 
 
-def _stage_section(stages: pd.DataFrame | None) -> list[tuple]:
+def _stage_section(stages: pd.DataFrame | None, figures: list[Path]) -> list[tuple]:
     if stages is None:
         return []
     blocks = [("h2", "Stages"),
@@ -216,7 +217,9 @@ def _stage_section(stages: pd.DataFrame | None) -> list[tuple]:
                                                                          stages.depth_high, strict=True)])
     columns = ["model", "level", "task", "kind", "start_step", "end_step", "before", "after", "extreme_step",
                "depth_ci"]
-    return [*blocks, ("table", shown[columns].sort_values(["level", "task", "model"]))]
+    grids = [f"paradigms_{p}" for p in sorted(stages.phenomenon.dropna().unique())]
+    return [*blocks, ("table", shown[columns].sort_values(["level", "task", "model"])),
+            *_figures(figures, "phenomena", *grids)]
 
 
 def _kappa_section(results: dict[str, pd.DataFrame], figures: list[Path]) -> list[tuple]:
@@ -231,14 +234,7 @@ def _kappa_section(results: dict[str, pd.DataFrame], figures: list[Path]) -> lis
                     "kappa_matched.csv every pair, fleiss.csv Fleiss' kappa across the seeds of one size.")]
     if matched.empty:
         return [*blocks, ("p", "No pair of models reaches 0.6 on a shared phenomenon.")]
-    summary = matched.groupby("unit").kappa.agg(pairs="count", kappa_mean="mean", kappa_min="min",
-                                                  kappa_max="max").reset_index()
-    fleiss = results.get("fleiss")
-    if fleiss is not None and len(fleiss):
-        last = fleiss[fleiss.step == fleiss.groupby(["group", "unit"]).step.transform("max")]
-        summary = summary.merge(last.pivot(index="unit", columns="group", values="kappa")
-                                .add_prefix("fleiss_last_step_").reset_index(), on="unit", how="left")
-    summary["unit"] = summary.unit.map(display_name)
+    summary = results["kappa_summary"].assign(unit=lambda d: d.unit.map(display_name))
     return [*blocks, ("table", summary.rename(columns={"unit": "phenomenon"})), *_figures(figures, "kappa_matched")]
 
 
@@ -262,12 +258,8 @@ def _loss_section(results: dict[str, pd.DataFrame], figures: list[Path]) -> list
                          "acquisition steps, as loss falls with steps), and the median difference of acquisition "
                          "losses (positive: model_a acquires at a higher loss, i.e. earlier in its training)."),
                    ("table", agreement[agreement.level == Level.PHENOMENON].drop(columns="level"))]
-    step_view, loss_view = results.get("step_matched"), results.get("loss_matched")
-    if step_view is not None and loss_view is not None and len(step_view) and len(loss_view):
-        keys = ["level", "model_a", "model_b"]
-        side = (step_view.groupby(keys).kendall_tau.mean().rename("tau_matched_step").to_frame()
-                .join(loss_view.groupby(keys).kendall_tau.mean().rename("tau_matched_loss"), how="outer")
-                .reset_index())
+    side = results.get("matched_views")
+    if side is not None and len(side):
         blocks += [("p", "Do two models rank the units' accuracies alike? Kendall's tau between their unit accuracies, "
                          "averaged over the steps both evaluated (matched step) and over 50 losses both reach (matched "
                          "loss); step_matched.csv and loss_matched.csv have every step and loss."),
@@ -275,7 +267,7 @@ def _loss_section(results: dict[str, pd.DataFrame], figures: list[Path]) -> list
     return [*blocks, *_figures(figures, "phenomena_by_loss")]
 
 
-def _ngram_section(results: dict[str, pd.DataFrame]) -> list[tuple]:
+def _ngram_section(results: dict[str, pd.DataFrame], figures: list[Path]) -> list[tuple]:
     ngram, phenomena = results.get("ngram"), results.get("ngram_phenomena")
     if ngram is None:
         return []
@@ -287,7 +279,9 @@ def _ngram_section(results: dict[str, pd.DataFrame]) -> list[tuple]:
                   "lines (the best order) on the curve panels. Phenomena an n-gram model already solves (best order "
                   "at 0.9 or more): " + (", ".join(solved) or "none") + "."),
             ("table", phenomena),
-            ("table", by_task.reset_index())]
+            ("table", by_task.reset_index()),
+            *_figures(figures, "phenomena", *sorted(p.stem for p in figures if p.stem.startswith("paradigms_")
+                                                    and not p.stem.endswith("_by_loss")))]
 
 
 def _agreement_section(agreement: pd.DataFrame) -> list[tuple]:
@@ -301,15 +295,14 @@ def _agreement_section(agreement: pd.DataFrame) -> list[tuple]:
     return blocks
 
 
-def _figures(figures: list[Path], stem: str) -> list[tuple]:
-    return [("fig", p) for p in figures if p.suffix == ".png" and p.stem == stem]
+def _figures(figures: list[Path], *stems: str) -> list[tuple]:
+    return [("fig", p) for stem in stems for p in figures if p.suffix == ".png" and p.stem == stem]
 
 
-def _figure_blocks(figures: list[Path], shown: set[str]) -> list[tuple]:
-    return [("h2", "Figures"), *(("fig", p) for p in figures if p.suffix == ".png" and p.stem not in shown)]
-
-
-INLINE_FIGURES = {"acquisition_phenomenon", "kappa_matched", "phenomena_by_loss"}
+def _other_figures(figures: list[Path], blocks: list[tuple]) -> list[tuple]:
+    """The figures no section showed."""
+    shown = {value for kind, value in blocks if kind == "fig"}
+    return [("h2", "Figures"), *(("fig", p) for p in figures if p.suffix == ".png" and p not in shown)]
 
 
 def document(title: str, curves: pd.DataFrame, results: dict[str, pd.DataFrame], fraction: float,
@@ -317,16 +310,16 @@ def document(title: str, curves: pd.DataFrame, results: dict[str, pd.DataFrame],
              failures: list[FailureRecord] = ()) -> list[tuple]:
     """The report as blocks (kind, value): headings, paragraphs, tables and figures."""
     suspicious = results["suspicious"]
-    return [
+    blocks = [
         ("h1", title),
-        *_summary(curves, item_models, requested, failures),
+        *_summary(curves, item_models, requested, failures, figures),
         *_acquisition_section(results["acquisition"], results["order"], fraction, results.get("onsets"), figures),
         *_agreement_section(results["agreement"]),
-        *_seed_section(results),
-        *_stage_section(results.get("stages")),
+        *_seed_section(results, figures),
+        *_stage_section(results.get("stages"), figures),
         *_kappa_section(results, figures),
         *_loss_section(results, figures),
-        *_ngram_section(results),
+        *_ngram_section(results, figures),
         ("h2", "Standard vs deduplicated data"),
         ("p", "Per size with both variants: final fitted accuracy (deduped minus standard, z = difference over the "
               "combined bootstrap standard error), acquisition steps, and the mean accuracy difference over shared "
@@ -347,8 +340,11 @@ def document(title: str, curves: pd.DataFrame, results: dict[str, pd.DataFrame],
               "and tokenizer, from hub metadata or file hashes). They were not evaluated again: their results are "
               "that step's (`same_weights_as` in the curve table; open circles in the figures)."),
         *(("p", line) for line in _reused(results["reused"]) or ["None."]),
-        *_figure_blocks(figures, INLINE_FIGURES),
     ]
+    # A figure is shown in the first section it belongs to; the rest at the end.
+    seen = set()
+    blocks = [b for b in blocks if b[0] != "fig" or not (b[1] in seen or seen.add(b[1]))]
+    return blocks + _other_figures(figures, blocks)
 
 
 def to_markdown(blocks: list[tuple], base: Path) -> str:
