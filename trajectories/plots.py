@@ -397,8 +397,10 @@ def kappa_heatmap(kappa: pd.DataFrame, curves: pd.DataFrame, out_dir: Path) -> l
     titles = _short_titles(units)
     ncols = min(3, len(units))
     nrows = math.ceil(len(units) / ncols)
-    side = 1.2 + 0.42 * len(models)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(side * ncols + 1.5, side * nrows + 0.8), squeeze=False)
+    side = 0.9 + 0.3 * len(models)
+    # Constrained layout keeps the suptitle off the top row's titles (tight_layout does not).
+    fig, axes = plt.subplots(nrows, ncols, figsize=(side * ncols + 1.5, side * nrows + 0.8), squeeze=False,
+                             layout="constrained")
     for i, (ax, unit) in enumerate(zip(axes.flat, units, strict=False)):
         matrix = kappa_matrix(kappa, unit).reindex(index=models, columns=models)
         sns.heatmap(matrix, ax=ax, cmap="viridis", vmin=0, vmax=1, square=True, cbar=i == len(units) - 1,
@@ -406,11 +408,10 @@ def kappa_heatmap(kappa: pd.DataFrame, curves: pd.DataFrame, out_dir: Path) -> l
                     annot_kws={"fontsize": 7}, xticklabels=i // ncols == nrows - 1 or i + ncols >= len(units),
                     yticklabels=i % ncols == 0)
         ax.set_title(titles[unit], fontsize=9.5)
-        ax.tick_params(labelsize=7)
+        ax.tick_params(labelsize=8)
     for ax in axes.flat[len(units):]:
         ax.set_visible(False)
     fig.suptitle("Item-level agreement between models at matched accuracy (Cohen's kappa per phenomenon)")
-    fig.tight_layout()
     return save(fig, out_dir, "kappa_matched")
 
 
