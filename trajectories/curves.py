@@ -165,5 +165,9 @@ def collect(out: str | Path, imports: list[str | Path] | str | None = None, n_bo
 def _current_grouping(store: Store) -> str:
     if not store.curves_path.exists():
         return "data"
-    used = set(store.curves().grouping) - {""}
+    try:
+        curves = store.curves()
+    except StoreError:  # a damaged table is what this collect rebuilds; its grouping cannot be read back
+        return "data"
+    used = set(curves.get("grouping", ())) - {""}
     return used.pop() if len(used) == 1 else "data"
