@@ -230,3 +230,17 @@ def test_lm_eval_scores_a_checkpoint_as_we_do(learned):
     ours = sentence_logprobs(model, tokenizer, [s for r in rows for s in (r["sentence_good"], r["sentence_bad"])])
     theirs = [resp[0][0] for sample in sorted(samples, key=lambda s: s["doc_id"]) for resp in sample["resps"]]
     assert torch.allclose(ours, torch.tensor(theirs, dtype=ours.dtype), atol=1e-3)
+
+
+def test_extra_seeds_are_added_to_a_finished_suite_with_their_own_init_and_order(tmp_path):
+    suite = train.build_suite(tmp_path / "seeded", replace(TINY, seed_sizes=("t",)))
+    main_bytes = (suite / "mini-t" / "step8" / "model.safetensors").stat().st_mtime_ns
+    train.build_suite(suite, replace(TINY, seed_sizes=("t",)), seeds=2)  # later, more seeds: nothing retrained
+    assert (suite / "mini-t" / "step8" / "model.safetensors").stat().st_mtime_ns == main_bytes
+    meta = json.loads((suite / "suite.json").read_text())["models"]
+    assert list(meta) == ["mini-t", "mini-t-seed1", "mini-t-seed2", "mini-t-deduped"]
+    assert meta["mini-t-seed2"]["seed"] == 2 and "seed" not in meta["mini-t"] and meta["mini-t-seed1"]["size"] == "t"
+    inits = {(suite / m / "step0" / "model.safetensors").read_bytes() for m in meta}
+    assert len(inits) == 3  # the deduped twin shares the main run's initialisation; each seed has its own
+    corpus = (suite / "corpus.txt").read_text().splitlines()
+    assert len(corpus) > 100 and not set(corpus) & set(grammar.heldout_sentences())

@@ -250,11 +250,12 @@ def measure_memorization(
                      suite=chosen_suite, duplicates="evaluate", rows=rows)
 
 
-def collect(out: str | Path, imports: list[str] | str | None = None) -> pd.DataFrame:
-    """Rebuild OUT's curve table from its units (and lm-eval results files to import); return it."""
+def collect(out: str | Path, imports: list[str] | str | None = None, grouping: str | None = None) -> pd.DataFrame:
+    """Rebuild OUT's curve table from its units (and lm-eval results files to import); return it. grouping: how
+    BLiMP's paradigms form phenomena, "data" (the data's 13) or "paper" (the BLiMP paper's 12); default: as before."""
     from trajectories.curves import collect as collect_curves
 
-    return collect_curves(out, imports=imports)
+    return collect_curves(out, imports=imports, grouping=grouping)
 
 
 EXPORT_FORMATS = ("lm-eval",)
@@ -302,15 +303,22 @@ def status(out: str | Path) -> str:
     return "\n".join(status_lines(Store(out)))
 
 
-def plot(out: str | Path, x: str = "step", phenomenon: str | None = None, task: str | None = None) -> list[Path]:
+def plot(out: str | Path, x: str = "step", phenomenon: str | None = None, task: str | None = None,
+         loss_task: str | None = None) -> list[Path]:
     """Learning-curve figures (PNG + SVG) under OUT/plots/ (a memorization run's: its analysis figures); returns
-    their paths."""
+    their paths. x: "step", "tokens" or "loss" (the
+    held-out loss of a perplexity task in the sweep; `loss_task` names it when there are several). The stages and
+    n-gram baselines of the last `analyze` are marked."""
+    from trajectories.analysis import loss_table
     from trajectories.plots import plot_all
 
     store = Store(out)
     if store.is_sweep() and store.spec().kind == MEMORIZATION:
         return analyze(out).figures
-    return plot_all(store.curves(), store.plots_dir, x=x, phenomenon=phenomenon, task=task)
+    curves = store.curves()
+    loss = loss_table(curves, loss_task) if x == "loss" else None
+    return plot_all(curves, store.plots_dir, x=x, phenomenon=phenomenon, task=task, loss=loss,
+                    stages=store.report_table("stages"), ngram=store.report_table("ngram"))
 
 
 @dataclass(frozen=True)
@@ -324,25 +332,44 @@ class Analysis:
     figures: list[Path]
 
 
-def analyze(out: str | Path, fraction: float = 0.5, n_boot: int | None = None, seed: int = 0) -> Analysis:
-    """Acquisition steps, orders and their agreement, standard vs deduped, one-dimensionality and suspicious
-    checkpoints, with figures: OUT/report/ (CSV tables, report.md, report.html). For a memorization run: recency,
-    the Poisson check, persistence, predictability and repetition (analysis.memorization_tables)."""
+def analyze(out: str | Path, fraction: float = 0.5, n_boot: int | None = None, seed: int = 0,
+            method: str = "isotonic", align: str = "auto", loss_task: str | None = None,
+            ngram_corpus: str | Path | None = None, blimp_dir: str | Path | None = None,
+            tasks_dir: str | Path | None = None, progress: bool = True) -> Analysis:
+    """Acquisition steps (isotonic and sigmoid onsets), orders and their agreement, seeds, stages, item-level
+    agreement, standard vs deduped, one-dimensionality, suspicious checkpoints, matched-loss alignment and n-gram
+    baselines, with figures: OUT/report/ (CSV tables, report.md, report.html).
+
+    method: the onsets that order units ("isotonic" or "sigmoid"; both are reported). align: "loss" compares models
+    at matched held-out loss too (needs a perplexity task; `loss_task` names one of several), "step" only at
+    matched steps, "auto" adds loss when the sweep has a perplexity task. ngram_corpus: a text file (one sentence
+    per line) to train n-gram baselines on, scored on the sweep's pairs (read from their task files; BLiMP's from
+    `blimp_dir` or $TRAJECTORIES_BLIMP_DIR)."""
     from trajectories import analysis, plots, report
     from trajectories.schema import Level
     from trajectories.stats import N_BOOT
 
+    if align not in ALIGNMENTS:
+        raise analysis.AnalysisError(f"unknown align {align!r}; choose from {', '.join(ALIGNMENTS)}")
     store = Store(out)
     if store.is_sweep() and store.spec().kind == MEMORIZATION:
         return _analyze_memorization(store, n_boot or N_BOOT, seed)
-    curves = store.curves()
+    curves = analysis.check_curves(store.curves())
     records = store.records() if store.is_sweep() else []
     store.warn_damaged()
+    loss = None
+    if align == "loss" or (align == "auto" and analysis.loss_tasks(curves)):
+        loss = analysis.loss_table(curves, loss_task)
+    ngram = _ngram_baselines(store, curves, ngram_corpus, blimp_dir, tasks_dir) if ngram_corpus else None
     tables = analysis.analyze(curves, functools.partial(store.items, records=records), fraction, n_boot or N_BOOT,
-                              seed)
+                              seed, method, loss=loss, ngram=ngram, progress=progress)
     for name, table in tables.items():
         store.save_report_table(name, table)
-    figures = plots.plot_all(curves, store.plots_dir)
+    figures = plots.plot_all(curves, store.plots_dir, stages=tables["stages"], ngram=ngram)
+    if loss is not None:
+        figures += plots.plot_all(curves, store.plots_dir, x="loss", loss=loss, stages=tables["stages"], ngram=ngram)
+    if len(tables.get("kappa_matched", ())):
+        figures = plots.kappa_heatmap(tables["kappa_matched"], curves, store.plots_dir) + figures
     acq = tables["acquisition"]
     if (acq.acquired & (acq.level == Level.PHENOMENON)).any():
         figures = plots.acquisition_plot(acq, curves, store.plots_dir) + figures
@@ -376,6 +403,41 @@ def _analyze_memorization(store: Store, n_boot: int, seed: int) -> Analysis:
     markdown = store.save_report_file("report.md", report.to_markdown(blocks, store.out))
     html = store.save_report_file("report.html", report.to_html(blocks, title))
     return Analysis(tables, store.report_dir, html, markdown, figures)
+
+
+ALIGNMENTS = ("auto", "step", "loss")
+
+
+def _ngram_baselines(store: Store, curves: pd.DataFrame, corpus: str | Path, blimp_dir, tasks_dir) -> pd.DataFrame:
+    """N-gram baseline accuracies on the sweep's paradigms, reused from OUT/report/ngram.csv while the corpus and
+    the pairs are the same."""
+    import hashlib
+
+    from trajectories import ngram
+    from trajectories.tasks import TaskCatalog
+
+    corpus = Path(corpus)
+    if not corpus.is_file():
+        raise ngram.NgramError(f"--ngram-corpus {corpus}: no such file")
+    paradigms = curves[(curves.level == "paradigm") & (curves.phenomenon.fillna("") != "")]
+    limit = store.spec().limit if store.is_sweep() else None
+    catalog = TaskCatalog(tasks_dir, blimp_dir)
+    pairs = []
+    for task, phenomenon in paradigms.drop_duplicates("task")[["task", "phenomenon"]].itertuples(index=False):
+        files = [f for f in catalog.data_files(task) if f.is_file()] if catalog.index.entries.get(task) else []
+        if len(files) == 1:
+            found = ngram.read_pairs(files[0]).head(limit)
+            pairs.append(found.assign(task=task, phenomenon=phenomenon))
+    if not pairs:
+        raise ngram.NgramError("none of the sweep's paradigms has a local data file to score n-grams on (BLiMP: "
+                               "pass --blimp-dir)")
+    pairs = pd.concat(pairs, ignore_index=True)
+    digest = {"corpus": f"{corpus.resolve()} (sha256 {hashlib.sha256(corpus.read_bytes()).hexdigest()[:16]})",
+              "pairs_sha256": hashlib.sha256(pairs.to_csv(index=False).encode()).hexdigest()[:16]}
+    cached = store.report_table("ngram")
+    if cached is not None and all(set(cached.get(k, ())) == {v} for k, v in digest.items()):
+        return cached
+    return ngram.baselines(corpus, pairs).assign(**digest)
 
 
 def add_task(source: str | Path, name: str, phenomenon: str | None = None, phenomenon_field: str | None = None,

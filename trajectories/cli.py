@@ -100,7 +100,7 @@ def cmd_collect(args) -> int:
     import trajectories as tj
     from trajectories.store import Store
 
-    table = tj.collect(args.out, imports=args.imports)
+    table = tj.collect(args.out, imports=args.imports, grouping=args.grouping)
     print(f"{len(table)} rows, {table.model.nunique()} models, {table.step.nunique()} steps, "
           f"{table.task.nunique()} tasks")
     print(f"curves: {Store(args.out).curves_path} (and .csv)")
@@ -126,7 +126,7 @@ def cmd_wandb(args) -> int:
 def cmd_plot(args) -> int:
     import trajectories as tj
 
-    paths = tj.plot(args.out, x=args.x, phenomenon=args.phenomenon, task=args.task)
+    paths = tj.plot(args.out, x=args.x, phenomenon=args.phenomenon, task=args.task, loss_task=args.loss_task)
     print(f"{len(paths)} figures:")
     print("\n".join(f"  {p}" for p in paths))
     return 0
@@ -135,13 +135,16 @@ def cmd_plot(args) -> int:
 def cmd_demo(args) -> int:
     from trajectories.demo.run import run_demo
 
-    return run_demo(args.out, quick=args.quick, device=args.device)
+    seeds = {} if args.seeds is None else {"seeds": args.seeds}
+    return run_demo(args.out, quick=args.quick, device=args.device, **seeds)
 
 
 def cmd_analyze(args) -> int:
     import trajectories as tj
 
-    analysis = tj.analyze(args.out, fraction=args.fraction)
+    analysis = tj.analyze(args.out, fraction=args.fraction, n_boot=args.n_boot, method=args.method, align=args.align,
+                          loss_task=args.loss_task, ngram_corpus=args.ngram_corpus, blimp_dir=args.blimp_dir,
+                          tasks_dir=args.tasks_dir)
     print(f"report: {analysis.html} (and report.md, CSV tables in {analysis.folder})")
     return 0
 
@@ -159,6 +162,15 @@ def cmd_tasks_add(args) -> int:
     folder, result = add_task(args.source, args.name, _layout(args), args.tasks_dir, force=args.force)
     print(result.summary())
     print(f"wrote {folder}; run it with: trajectories sweep --suite ... --tasks {args.name}")
+    return 0
+
+
+def cmd_tasks_add_text(args) -> int:
+    from trajectories.authoring import add_text_task
+
+    folder, documents = add_text_task(args.source, args.name, args.per, args.tasks_dir, force=args.force)
+    print(f"{documents} documents (one per {args.per}) from {args.source}")
+    print(f"wrote {folder}; run it with: trajectories sweep --suite ... --tasks <grammar tasks>,{args.name}")
     return 0
 
 
@@ -223,6 +235,15 @@ def _tasks_parser(sub) -> None:
         which.add_argument("--phenomenon-field", help="field holding each pair's phenomenon (default: linguistics_term"
                            " when every line has it)")
         p.add_argument("--bad-first", action="store_true", help="pairs files: the bad sentence comes first")
+    p = tasks.add_parser("add-text", help="turn a text file into a perplexity task tasks/NAME/ (its loss per "
+                         "checkpoint: plot --x loss, analyze --align loss)")
+    p.add_argument("source", metavar="FILE")
+    p.add_argument("--name", required=True, help="task name: tasks/NAME/")
+    p.add_argument("--per", choices=("line", "paragraph", "file"), default="line",
+                   help="one document per non-blank line (default), per blank-line-separated paragraph, or the file")
+    p.add_argument("--tasks-dir", help=TASKS_DIR_HELP)
+    p.add_argument("--force", action="store_true", help="replace an existing tasks/NAME/")
+    p.set_defaults(func=cmd_tasks_add_text)
 
 
 def _run_args(parser: argparse.ArgumentParser, default_out: str, batch_help: str) -> None:
@@ -312,6 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out")
     p.add_argument("--import", dest="imports", action="append", metavar="GLOB",
                    help="lm-eval results JSON files to add (0.3 or 0.4 layout); repeatable")
+    p.add_argument("--grouping", choices=("data", "paper"),
+                   help="BLiMP's phenomena: data (the data's 13 linguistics_term values) or paper (the BLiMP paper's "
+                   "12: animate_subject_* under argument_structure); default: as the curves have it, else data")
     p.set_defaults(func=cmd_collect)
 
     p = sub.add_parser("export", help="write a sweep's results in lm-eval's layout: a results file per checkpoint")
@@ -329,7 +353,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("plot", help="learning-curve figures (PNG + SVG) under OUT/plots/")
     p.add_argument("out")
-    p.add_argument("--x", choices=("step", "tokens"), default="step")
+    p.add_argument("--x", choices=("step", "tokens", "loss"), default="step",
+                   help="loss: held-out loss of a perplexity task in the sweep (bits per byte)")
+    p.add_argument("--loss-task", help="the perplexity task whose loss --x loss uses, if there are several")
     p.add_argument("--phenomenon", help="also draw this phenomenon's paradigm grid")
     p.add_argument("--task", help="a task name or glob: curves of any imported lm-eval metric")
     p.set_defaults(func=cmd_plot)
@@ -338,7 +364,18 @@ def build_parser() -> argparse.ArgumentParser:
                        "...), report under OUT/report/")
     p.add_argument("out")
     p.add_argument("--fraction", type=float, default=0.5,
-                   help="acquired = reaches this fraction of the way from chance to the final accuracy")
+                   help="acquired = reaches this fraction of the way from chance to the final accuracy (isotonic) "
+                   "or to the fitted asymptote (sigmoid)")
+    p.add_argument("--method", choices=("isotonic", "sigmoid"), default="isotonic",
+                   help="the onsets that order the units (both are reported side by side)")
+    p.add_argument("--align", choices=("auto", "step", "loss"), default="auto",
+                   help="loss: also compare models at matched held-out loss (auto: when a perplexity task was swept)")
+    p.add_argument("--loss-task", help="the perplexity task whose loss --align loss uses, if there are several")
+    p.add_argument("--ngram-corpus", metavar="FILE",
+                   help="training text (one sentence per line) for n-gram baselines (orders 1-5) on the same pairs")
+    p.add_argument("--blimp-dir", help=BLIMP_DIR_HELP + " (for n-gram baselines on BLiMP)")
+    p.add_argument("--tasks-dir", help=TASKS_DIR_HELP)
+    p.add_argument("--n-boot", type=int, help="bootstrap replicates (default 1000; fewer is faster)")
     p.set_defaults(func=cmd_analyze)
 
     _tasks_parser(sub)
@@ -347,6 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="results/demo")
     p.add_argument("--quick", action="store_true", help="smaller suite and 100 pairs per task (about 2 minutes)")
     p.add_argument("--device", help="cpu, cuda, ... (default: cuda if available)")
+    p.add_argument("--seeds", type=int, help="extra seeds of the small sizes, mini-s-seed1, ... (default: none)")
     p.set_defaults(func=cmd_demo)
     return parser
 

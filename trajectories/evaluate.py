@@ -182,11 +182,14 @@ def provenance(fetched: FetchedCheckpoint, model: torch.nn.Module, batch_size: i
 
 
 def items_of(ckpt: Checkpoint, samples: dict[str, list[dict]]) -> pd.DataFrame:
-    """One row per document: the target choice's log-prob against the best other choice's (for a minimal pair, the
-    good and the bad sentence), and lm-eval's own acc for it."""
+    """One row per document of a multiple-choice task: the target choice's log-prob against the best other
+    choice's (for a minimal pair, the good and the bad sentence), and lm-eval's own acc for it. Perplexity tasks
+    (loglikelihood_rolling) have no choices to compare: their documents give no rows, only lm-eval's metrics."""
     rows = []
     for task, task_samples in samples.items():
         for sample in task_samples:
+            if "acc" not in sample:
+                continue
             logps = [resp[0] for resp in sample["filtered_resps"]]
             target = sample["target"]
             others = [lp for i, lp in enumerate(logps) if i != target]
@@ -214,6 +217,7 @@ class Evaluator:
         for task in self.task_dict["tasks"].values():
             lmeval.reuse_task_work(task)
         self.phenomena = {task: self.catalog.phenomenon(task) for task in spec.tasks}
+        self.fields = {task: self.catalog.field(task) for task in spec.tasks}
         self.lm: lmeval.SweepLM | None = None
         self.lm_identity: tuple | None = None
         self.token_caches: dict[str, dict] = {}  # tokenizer fingerprint -> tokenizations, shared across models
@@ -252,14 +256,16 @@ class Evaluator:
             torch.cuda.reset_peak_memory_stats(self.lm.device)
         return lmeval.run(self.lm, self.task_dict, self.spec.limit)
 
-    def results(self, output: dict, items: pd.DataFrame) -> dict[str, TaskResult]:
-        """Stage results: lm-eval's accuracy per task (and its whole metric dict)."""
+    def results(self, output: dict) -> dict[str, TaskResult]:
+        """Stage results: lm-eval's accuracy per task (NaN for a task without one, e.g. a perplexity task, whose
+        metrics are in the metric dict) and its whole metric dict; n counts the task's documents."""
         tasks = {}
         for task in self.spec.tasks:
             metrics = output["results"][task]
             stderr = metrics.get("acc_stderr,none")
-            tasks[task] = TaskResult(metrics["acc,none"], stderr if isinstance(stderr, float) else float("nan"),
-                                     int((items.task == task).sum()), self.phenomena[task], metrics)
+            tasks[task] = TaskResult(metrics.get("acc,none", float("nan")),
+                                     stderr if isinstance(stderr, float) else float("nan"),
+                                     len(output["samples"][task]), self.phenomena[task], metrics, self.fields[task])
         return tasks
 
     def provenance(self, fetched: FetchedCheckpoint) -> dict:
@@ -276,4 +282,4 @@ class Evaluator:
         items = items_of(ckpt, output["samples"])
         check_finite(ckpt, items)
         seconds = {"read": fetched.seconds, "load": loaded - started, "evaluate": evaluated - loaded}
-        return UnitResult(self.results(output, items), items, seconds, self.provenance(fetched))
+        return UnitResult(self.results(output), items, seconds, self.provenance(fetched))

@@ -8,6 +8,7 @@ Records round-trip through JSON in the layout the store has always written, so o
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar
 
@@ -258,6 +259,13 @@ class TaskResult:
     n: int
     phenomenon: str  # "" for a task that is not a minimal-pair paradigm
     lm_eval: dict = field(default_factory=dict)  # lm-eval's metrics for the task, as it reported them
+    field: str = ""  # BLiMP's field (morphology, syntax, semantics, syntax_semantics); "" if unknown
+
+    @property
+    def item_rows(self) -> int:
+        """Rows the task has in the unit's items file: its n, but none for a task without an accuracy (a
+        perplexity task's documents are not minimal pairs)."""
+        return 0 if math.isnan(self.acc) else int(self.n)
 
     @classmethod
     def from_dict(cls, data: dict) -> TaskResult:
@@ -391,6 +399,7 @@ class Level(str, enum.Enum):
 
     PARADIGM = "paradigm"  # a minimal-pair task's accuracy (chance 0.5): a BLiMP paradigm or a user task
     PHENOMENON = "phenomenon"  # the mean over a phenomenon's paradigms; task = phenomenon_key(name)
+    FIELD = "field"  # the mean over a field's paradigms; task = field_key(name), phenomenon = the field's name
     METRIC = "metric"  # anything else lm-eval reports (lambada's acc, perplexities, ...)
 
     def __str__(self) -> str:
@@ -398,6 +407,7 @@ class Level(str, enum.Enum):
 
 
 PHENOMENON_PREFIX = "phenomenon:"
+FIELD_PREFIX = "field:"
 
 
 def phenomenon_key(phenomenon: str) -> str:
@@ -405,9 +415,14 @@ def phenomenon_key(phenomenon: str) -> str:
     return PHENOMENON_PREFIX + phenomenon
 
 
+def field_key(field_name: str) -> str:
+    """The `task` value of a field's row: "field:<name>"."""
+    return FIELD_PREFIX + field_name
+
+
 def display_name(task: str) -> str:
-    """A row's task for people: a phenomenon's name without its prefix."""
-    return task.removeprefix(PHENOMENON_PREFIX)
+    """A row's task for people: a phenomenon's or field's name without its prefix."""
+    return task.removeprefix(PHENOMENON_PREFIX).removeprefix(FIELD_PREFIX)
 
 
 # Per-item results of one unit: units/<model>/step<N>.items.parquet.
@@ -417,20 +432,37 @@ ITEM_COLUMNS = ("model", "step", "task", "item", "logp_good", "logp_bad", "corre
 
 # The tidy learning-curve table: curves.parquet / curves.csv, one row per (model, step, level, task).
 #   model, size, params, deduped: from ModelInfo; step, tokens: the checkpoint;
-#   level: a Level value (then task is the task's name, phenomenon_key(name), or "<task>/<metric>");
-#   phenomenon: BLiMP linguistics_term or a user task's phenomenon ("" for metrics);
+#   level: a Level value (then task is the task's name, phenomenon_key(name), field_key(name) or "<task>/<metric>";
+#     a perplexity task's rows are metrics: "<task>/word_perplexity", "<task>/byte_perplexity",
+#     "<task>/bits_per_byte", as lm-eval reports them);
+#   phenomenon: BLiMP linguistics_term or a user task's phenomenon (a field row: the field; "" for metrics);
 #   acc, acc_stderr, n: accuracy (or the metric's value), its standard error and the number of items;
-#   ci_low, ci_high, ci_method: 95% interval and how it was computed ("bootstrap-items" or "stderr").
+#   ci_low, ci_high, ci_method: 95% interval and how it was computed ("bootstrap-items" or "stderr");
+#   seed: ModelInfo.seed (Pythia's -seedN, a local suite's "seed"); NA for a suite's main run;
+#   grouping: on phenomenon rows, which grouping of paradigms into phenomena made them ("data" or "paper",
+#     fields.GROUPINGS); "" on other rows.
+# Tables written before `seed` and `grouping` existed read with NA and "" there (CURVE_DEFAULTS).
 CURVE_COLUMNS = (
     "model", "size", "params", "deduped", "step", "tokens", "level", "task", "phenomenon",
-    "acc", "acc_stderr", "ci_low", "ci_high", "ci_method", "n",
+    "acc", "acc_stderr", "ci_low", "ci_high", "ci_method", "n", "seed", "grouping",
 )
 #   same_weights_as: the step whose results a unit carries because its weights are byte-identical (UnitRecord).
 #   A table has it only when some row does, so tables of sweeps without duplicates are as they always were.
 CURVE_OPTIONAL_COLUMNS = ("same_weights_as",)
 CURVE_OPTIONAL_DTYPES = {"same_weights_as": "Int64"}
 CURVE_KEY = ("model", "step", "level", "task")  # one row per key
-CURVE_DTYPES = {"params": "Int64", "tokens": "Int64", "step": "int64", "n": "Int64", "deduped": "bool"}
+CURVE_DTYPES = {"params": "Int64", "tokens": "Int64", "step": "int64", "n": "Int64", "deduped": "bool",
+                "seed": "Int64"}
+CURVE_DEFAULTS = {"seed": None, "grouping": ""}
+
+
+def with_curve_defaults(table):
+    """A curve table (pandas) with the columns added since it was written, at their defaults."""
+    missing = {column: value for column, value in CURVE_DEFAULTS.items() if column not in table.columns}
+    if not missing:
+        return table
+    table = table.assign(**missing)
+    return table.astype({c: CURVE_DTYPES[c] for c in missing if c in CURVE_DTYPES})
 
 
 # ---------------------------------------------------------------------------------------------------- memorization

@@ -56,6 +56,7 @@ from trajectories.schema import (
     UnitState,
     data_variant,
     spec_from_dict,
+    with_curve_defaults,
 )
 from trajectories.suites import suite_name
 
@@ -236,7 +237,7 @@ class Store:
             if not isinstance(data, dict):
                 return None, f"holds a JSON {type(data).__name__}, not a unit record"
             record = UnitRecord.from_json(data)
-            expected_rows = sum(int(result.n) for result in record.tasks.values())
+            expected_rows = sum(result.item_rows for result in record.tasks.values())
         except _DAMAGE as err:
             return None, f"not a unit record ({_why(err)})"
         if record.key != key:
@@ -443,7 +444,7 @@ class Store:
         if not self.curves_path.exists():
             raise StoreError(f"{self.out} has no curves table; run `trajectories sweep` or "
                              f"`trajectories collect {self.out}` first")
-        return self._table(self.curves_path, f"rebuild it with `trajectories collect {self.out}`")
+        return with_curve_defaults(self._table(self.curves_path, f"rebuild it with `trajectories collect {self.out}`"))
 
     def save_curves(self, table: pd.DataFrame) -> tuple[Path, Path]:
         csv = self.curves_path.with_suffix(".csv")
@@ -454,10 +455,15 @@ class Store:
     def imported(self) -> pd.DataFrame | None:
         if not self.imported_path.exists():
             return None
-        return self._table(self.imported_path, REIMPORT)
+        return with_curve_defaults(self._table(self.imported_path, REIMPORT))
 
     def save_imported(self, table: pd.DataFrame) -> None:
         write_table(table, self.imported_path)
+
+    def report_table(self, name: str) -> pd.DataFrame | None:
+        """A table `analyze` wrote (OUT/report/<name>.csv), or None."""
+        path = self.report_dir / f"{name}.csv"
+        return pd.read_csv(path) if path.exists() else None
 
     def imported_items(self) -> pd.DataFrame | None:
         return self._table(self.imported_items_path, REIMPORT) if self.imported_items_path.exists() else None

@@ -1,7 +1,8 @@
-"""The offline demo: train a mini Pythia suite on a toy grammar, then run both experiments through the public API,
-each into its own results folder: a grammar sweep of every checkpoint on the grammar's minimal-pair tasks (the
-built-in `minigrammar` family), and a memorization run over the suite's training stream and canaries; then collect,
-plot and analyse. No network needed."""
+"""The offline demo: train a mini Pythia suite on a toy English grammar (with extra seeds of the small sizes if
+asked), then run both experiments through the public API, each into its own results folder: a grammar sweep of every
+checkpoint on the grammar's minimal-pair tasks (the built-in `minigrammar` family) and its held-out text (the
+`minigrammar_heldout` perplexity task), and a memorization run over the suite's training stream and canaries; then
+collect, plot and analyse, with n-gram baselines trained on the suite's own corpus. No network needed."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from trajectories.demo import train
 from trajectories.report import memorization_answer
 
 DEMO_TASKS = "minigrammar"
+HELDOUT_TASK = "minigrammar_heldout"
 QUICK_LIMIT = 100  # pairs per paradigm in --quick: enough to see every curve, a fraction of the time
 # Sampled training rows per data file. The mini models memorize no natural row (packed random sentences), so a small
 # sample shows it; the canaries carry the experiment.
@@ -21,6 +23,8 @@ MEMORIZATION_SAMPLE = {train.DEFAULT: 256, train.QUICK: 128}
 # none of them could ever count as memorized, so EOS is allowed here. Canaries hold no EOS: the rule does not matter
 # for them.
 BAN_EOS = False
+N_BOOT = 500  # bootstrap replicates of the demo's analysis: half the default, to keep the demo short
+SEEDS = 0  # extra seeds of the small sizes (train.TrainConfig.seed_sizes): `--seeds K` trains them
 
 
 def final_accuracies(curves) -> str:
@@ -33,18 +37,20 @@ def final_accuracies(curves) -> str:
 
 
 def run_demo(out: str | Path = "results/demo", quick: bool = False, device: str | None = None,
-             config: train.TrainConfig | None = None, limit: int | None = None) -> int:
-    """The whole demo; `config` and `limit` override the preset (tests use a smaller one)."""
+             config: train.TrainConfig | None = None, limit: int | None = None, seeds: int = SEEDS,
+             n_boot: int | None = None) -> int:
+    """The whole demo; `config`, `limit` and `n_boot` override the preset (tests use smaller ones)."""
     config = config or (train.QUICK if quick else train.DEFAULT)
     limit = limit or (QUICK_LIMIT if quick else None)
     started = time.perf_counter()
     out = Path(out)
 
     print(f"1/4 training the suite in {out / 'suite'} (reuses finished models)", flush=True)
-    suite_dir = train.build_suite(out / "suite", config)
+    suite_dir = train.build_suite(out / "suite", config, seeds=seeds)
 
-    print(f"2/4 sweeping every checkpoint on the {DEMO_TASKS} tasks", flush=True)
-    summary = tj.sweep(f"local:{suite_dir}", DEMO_TASKS, out=out / "sweep", limit=limit, device=device)
+    print(f"2/4 sweeping every checkpoint on the {DEMO_TASKS} tasks and the held-out text", flush=True)
+    summary = tj.sweep(f"local:{suite_dir}", [DEMO_TASKS, HELDOUT_TASK], out=out / "sweep", limit=limit,
+                       device=device)
     print(summary.report())
 
     # The evenly spaced checkpoints: where canaries of each third have all been seen.
@@ -55,8 +61,9 @@ def run_demo(out: str | Path = "results/demo", quick: bool = False, device: str 
         sample=MEMORIZATION_SAMPLE.get(config, 32), strata=32, ban_eos=BAN_EOS, device=device)
     print(memorized.report())
 
-    print("4/4 figures and reports", flush=True)
-    analysis = tj.analyze(out / "sweep")
+    print("4/4 figures and reports: onsets, stages, seeds, item agreement, matched loss, n-gram baselines; "
+          "memorization", flush=True)
+    analysis = tj.analyze(out / "sweep", n_boot=n_boot or N_BOOT, ngram_corpus=suite_dir / "corpus.txt")
     memorization = tj.analyze(out / "memorization")
     print("\nfinal accuracy per paradigm and model:")
     print(final_accuracies(tj.load_curves(out / "sweep")))

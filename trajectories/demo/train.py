@@ -7,6 +7,11 @@ follow Pythia's schedule scaled to the run: step 0, the powers of two, then even
 Documents are `<|endoftext|> sentence <|endoftext|> sentence ...` packed into fixed-length blocks: lm-eval scores a
 sentence after the tokenizer's bos token, so the models must have seen sentences start right after it.
 
+`seeds` extra seeds (as Pythia's -seed1 ... -seed9 reruns) retrain the sizes in `seed_sizes` with another
+initialisation on the same data order (the standard stream, so the memorization experiment knows when they saw each
+row): `mini-s-seed1`, ... (suite.json gives each its `seed`), the noise floor for comparing sizes. The training
+corpus is kept as `corpus.txt` (one sentence per line), for n-gram baselines.
+
 The training stream of each data variant is written first, in Pythia's pre-shuffled layout (trainingdata.py: row i
 is the i-th block trained on, batch_size rows per step), and every model reads its batches from it, so the
 memorization experiment knows exactly when each row was seen. Canaries are planted in it: rows of random words at
@@ -18,9 +23,10 @@ The output is a `local:` suite:
 
     <suite_dir>/suite.json            models, and training_data: the files, their layout and canaries
     <suite_dir>/data/<variant>.bin, .idx, .canaries.csv     variant: standard or deduped
+    <suite_dir>/corpus.txt            the standard models' training sentences, one per line
     <suite_dir>/<model>/step<N>/      config.json, model.safetensors, tokenizer files
 
-    python -m trajectories.demo.train --out runs/minipythia [--quick]
+    python -m trajectories.demo.train --out runs/minipythia [--quick] [--seeds K]
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ from tqdm import tqdm
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, PreTrainedTokenizerFast
 
 from trajectories.demo import grammar
-from trajectories.files import atomic_dir, remove_temp_files, write_json, write_table
+from trajectories.files import atomic_dir, remove_temp_files, write_json, write_table, write_text
 from trajectories.schema import CANARY_COLUMNS, DATA_VARIANTS
 from trajectories.trainingdata import data_paths, open_training_data, write_training_data
 
@@ -75,6 +81,7 @@ class TrainConfig:
     # Canaries: canaries_per_count random-word rows per repetition count in each third of training.
     canary_repetitions: tuple[int, ...] = ()
     canaries_per_count: int = 2
+    seed_sizes: tuple[str, ...] = ("s", "m")  # the sizes that extra seeds (build_suite's `seeds`) retrain
 
     @property
     def tokens_per_step(self) -> int:
@@ -100,8 +107,8 @@ def checkpoint_steps(steps: int, every: int) -> list[int]:
     return sorted({0, steps} | powers | set(range(every, steps + 1, every)))
 
 
-def model_name(size: ModelSize, deduped: bool) -> str:
-    return f"mini-{size.label}" + ("-deduped" if deduped else "")
+def model_name(size: ModelSize, deduped: bool, seed: int | None = None) -> str:
+    return f"mini-{size.label}" + ("-deduped" if deduped else "") + (f"-seed{seed}" if seed else "")
 
 
 def build_tokenizer(block_size: int) -> PreTrainedTokenizerFast:
@@ -172,11 +179,14 @@ def write_streams(suite_dir: Path, tokenizer: PreTrainedTokenizerFast, config: T
     variants = DATA_VARIANTS[: 2 if config.deduped else 1]
     entry = {"files": {v: f"data/{v}" for v in variants}, "canaries": {v: f"data/{v}.canaries.csv" for v in variants},
              "row_len": config.block_size, "rows_per_step": config.batch_size, "dtype": "uint16"}
+    corpus_file = suite_dir / "corpus.txt"
     if all(data_paths(suite_dir / f)[0].exists() for f in entry["files"].values()) and all(
-            (suite_dir / f).exists() for f in entry["canaries"].values()):
+            (suite_dir / f).exists() for f in entry["canaries"].values()) and corpus_file.exists():
         return entry
-    # The paradigms' grammatical sentences never enter training, so evaluation measures generalisation.
-    corpus = grammar.generate_corpus(config.corpus_tokens, corpus_seed, exclude=grammar.paradigm_sentences())
+    # The paradigms' grammatical sentences and the held-out text never enter training: evaluation measures
+    # generalisation, and the held-out loss is a loss on unseen text.
+    corpus = grammar.generate_corpus(config.corpus_tokens, corpus_seed, exclude=grammar.kept_out())
+    write_text(corpus_file, "\n".join(corpus) + "\n")
     words = np.array(sorted(i for w, i in tokenizer.get_vocab().items() if w not in (EOT, UNK, ".", "?")))
     streams = {"standard": pack(corpus, tokenizer, config.block_size)}
     if config.deduped:
@@ -258,11 +268,13 @@ def train_model(out_dir: Path, size: ModelSize, data_file: Path, config: TrainCo
     return sum(p.numel() for p in model.parameters())
 
 
-def build_suite(suite_dir: Path, config: TrainConfig = DEFAULT, corpus_seed: int = 0) -> Path:
-    """Generate the corpus and tokenizer, train every model, and write suite.json; returns suite_dir.
+def build_suite(suite_dir: Path, config: TrainConfig = DEFAULT, corpus_seed: int = 0, seeds: int = 0) -> Path:
+    """Generate the corpus, training streams and tokenizer, train every model (and `seeds` extra seeds of the sizes
+    in config.seed_sizes), and write suite.json; returns suite_dir.
 
     Models already complete in suite_dir (final checkpoint present and listed in suite.json) are kept, so an
-    interrupted build resumes model by model. A suite_dir built from another config or corpus is refused.
+    interrupted build resumes model by model, and more seeds can be added later. A suite_dir built from another
+    config or corpus is refused.
     """
     suite_dir = Path(suite_dir)
     suite_dir.mkdir(parents=True, exist_ok=True)
@@ -284,27 +296,32 @@ def build_suite(suite_dir: Path, config: TrainConfig = DEFAULT, corpus_seed: int
     meta["training_data"] = write_streams(suite_dir, tokenizer, config, corpus_seed)
     if json.loads(json.dumps(meta)) != old:
         write_json(meta_path, meta)  # before training: the recipe now guards the streams
-    # Largest first, so that the two slowest models train side by side rather than one of them alone at the end.
-    todo = [(size, deduped) for size in sorted(config.sizes, key=lambda s: -s.layers * s.d_model**2)
-            for deduped in ((False, True) if config.deduped else (False,))
-            if not (model_name(size, deduped) in meta["models"]
-                    and (suite_dir / model_name(size, deduped) / f"step{config.steps}").is_dir())]
+    # (size, deduped, seed); seed 0 is the suite's main run. Largest first, so that the two slowest models train
+    # side by side rather than one of them alone at the end.
+    variants = (False, True) if config.deduped else (False,)
+    wanted = [(size, deduped, 0) for size in config.sizes for deduped in variants]
+    wanted += [(size, False, seed) for seed in range(1, seeds + 1) for size in config.sizes
+               if size.label in config.seed_sizes]
+    todo = sorted((m for m in wanted if not (model_name(*m) in meta["models"]
+                                             and (suite_dir / model_name(*m) / f"step{config.steps}").is_dir())),
+                  key=lambda m: -m[0].layers * m[0].d_model**2)
     if not todo:
         return suite_dir
-    files = {deduped: suite_dir / meta["training_data"]["files"][DATA_VARIANTS[deduped]] for _, deduped in todo}
+    files = {deduped: suite_dir / meta["training_data"]["files"][DATA_VARIANTS[deduped]] for deduped in variants}
     workers = min(config.workers, len(todo))
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        jobs = {pool.submit(train_model, suite_dir / model_name(size, deduped), size, files[deduped], config,
-                            i % workers): (size, deduped) for i, (size, deduped) in enumerate(todo)}
+        jobs = {pool.submit(train_model, suite_dir / model_name(*m), m[0], files[m[1]],
+                            replace(config, seed=config.seed + m[2]), i % workers): m for i, m in enumerate(todo)}
         for job in as_completed(jobs):
-            size, deduped = jobs[job]
-            meta["models"][model_name(size, deduped)] = {
+            size, deduped, seed = jobs[job]
+            meta["models"][model_name(size, deduped, seed)] = {
                 "size": size.label, "params": job.result(), "deduped": deduped, "layers": size.layers,
                 "d_model": size.d_model, "heads": size.heads, "d_head": size.d_model // size.heads,
                 "learning_rate": config.lr, "tokens_per_step": config.tokens_per_step,
-            }
-            order = [model_name(s, d) for s in config.sizes for d in (False, True)]
-            meta["models"] = dict(sorted(meta["models"].items(), key=lambda kv: order.index(kv[0])))
+            } | ({"seed": seed} if seed else {})
+            order = [model_name(*m) for m in sorted(wanted, key=lambda m: (config.sizes.index(m[0]), m[1], m[2]))]
+            meta["models"] = dict(sorted(meta["models"].items(),
+                                         key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)))
             write_json(meta_path, meta)
     return suite_dir
 
@@ -315,11 +332,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--quick", action="store_true", help="the small QUICK preset instead of DEFAULT")
     ap.add_argument("--corpus-seed", type=int, default=0)
     ap.add_argument("--steps", type=int, help="override the preset's number of steps")
+    ap.add_argument("--seeds", type=int, default=0, help="extra seeds of the small sizes (mini-s-seed1, ...)")
     args = ap.parse_args(argv)
     config = QUICK if args.quick else DEFAULT
     if args.steps:
         config = replace(config, steps=args.steps)
-    print(build_suite(args.out, config, args.corpus_seed))
+    print(build_suite(args.out, config, args.corpus_seed, args.seeds))
 
 
 if __name__ == "__main__":
