@@ -89,8 +89,9 @@ class TrainConfig:
 
 
 # The README demo: a 1-layer model that never gets past agreement attraction, and two deeper ones that do; the
-# largest memorizes canaries seen 32 times or more late in training (1530 of its 24576 rows are canaries).
-DEFAULT = TrainConfig(canary_repetitions=tuple(2**k for k in range(8)))
+# largest memorizes heavily repeated canaries (3060 of its 24576 rows are canaries: 4 per repetition count and third,
+# as 2 left the repetition effect's interval touching zero).
+DEFAULT = TrainConfig(canary_repetitions=tuple(2**k for k in range(8)), canaries_per_count=4)
 # The same story in a fraction of the time, for a first look and for tests.
 QUICK = TrainConfig(sizes=(ModelSize("s", 1, 32, 2), ModelSize("m", 2, 48, 4), ModelSize("l", 2, 64, 4)),
                     steps=256, warmup=16, checkpoint_every=64, corpus_tokens=300_000,
