@@ -111,3 +111,13 @@ def test_checkpoints_with_the_weights_of_another_step_are_marked_and_reported(cu
                                       "step": [1, 2] * 3, "same_weights_as": [0] * 6}
     assert report._reused(reused)[0] == "160m: steps 1, 2 have the weights of step 0."
     assert analysis.reused_checkpoints(curves).empty
+
+
+def test_evaluated_checkpoints_are_dots_where_some_were_skipped(curves, tmp_path):
+    evaluated = curves[~curves.step.isin([4, 8])]
+    gapped = evaluated.assign(skipped_from=evaluated.step.map({16: 4}).astype("Int64"))
+    plain = plots.phenomenon_grid(evaluated, tmp_path / "plain")[0].with_suffix(".svg").read_text()
+    dotted = plots.phenomenon_grid(gapped, tmp_path / "dotted")[0].with_suffix(".svg").read_text()
+    drawn = (gapped.level == "phenomenon").sum()
+    assert dotted.count("<use ") - plain.count("<use ") >= drawn  # a marker per evaluated checkpoint of each curve
+    assert "interpolated" in dotted and "interpolated" not in plain

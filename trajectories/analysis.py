@@ -2,7 +2,8 @@
 (schema.ITEM_COLUMNS). Grammar units are the rows of level "paradigm" or "phenomenon" that have a phenomenon.
 
 - `acquisition`: the step at which a unit's monotone (isotonic) fit of accuracy first gets a fraction of the way
-  from chance to its final value, with a bootstrap CI.
+  from chance to its final value, with a bootstrap CI; where checkpoints were skipped (`skipped_from`), a
+  crossing is only known to lie between two evaluated steps, and the CI reaches back over the gap.
 - `acquisition_order`, `order_agreement`: the order in which each model acquires units, and how well the orders
   of two models agree (Kendall's tau, Spearman's rho).
 - `dedup_differences`: standard vs deduplicated-data models of the same size.
@@ -25,7 +26,7 @@ from scipy.optimize import isotonic_regression
 
 from trajectories.errors import UserError
 from trajectories.schema import CURVE_COLUMNS, ITEM_COLUMNS, Level
-from trajectories.stats import N_BOOT, Z95, Replicates, model_replicates, task_replicates
+from trajectories.stats import N_BOOT, Z95, Replicates, censored_ci, model_replicates, task_replicates
 
 CHANCE = 0.5
 LEVELS = (Level.PHENOMENON, Level.PARADIGM)
@@ -133,12 +134,23 @@ def _acquire(rep: Replicates, unit: pd.DataFrame, fraction: float, tokens: dict,
     acquired = len(rep.steps) >= min_steps and final - CHANCE > Z95 * final_se
     note = "" if acquired else ("too few checkpoints" if len(rep.steps) < min_steps else
                                 "not acquired: final accuracy within noise of chance")
-    low, high = np.quantile(boot_steps, [0.025, 0.975], method="inverted_cdf") if acquired else (np.nan, np.nan)
+    low, high = censored_ci(_earliest(unit, rep.steps, boot_steps), boot_steps) if acquired else (np.nan, np.nan)
     return row | {
         "final_acc": final, "final_se": final_se, "acquired": acquired, "acq_step": step if acquired else np.nan,
         "acq_tokens": tokens.get(step, np.nan) if acquired else np.nan, "ci_low": low, "ci_high": high,
         "note": note,
     }
+
+
+def _earliest(unit: pd.DataFrame, steps: np.ndarray, crossed: np.ndarray) -> np.ndarray:
+    """The earliest step each crossing may lie at: a crossing seen at an evaluated step is only known to happen
+    after the evaluated step before it, at the first checkpoint skipped between them (`skipped_from`), if any."""
+    if "skipped_from" not in unit:
+        return crossed
+    first = unit.set_index("step").skipped_from.reindex(steps).astype(float).to_numpy()
+    earliest = np.where(np.isnan(first), steps, first)
+    at = np.searchsorted(steps, np.where(np.isfinite(crossed), crossed, steps[0]))
+    return np.where(np.isfinite(crossed), earliest[at], crossed)
 
 
 # ---------------------------------------------------------------------------------------------------- orders

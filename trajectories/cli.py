@@ -11,7 +11,7 @@ from pathlib import Path
 
 from trajectories import __version__
 from trajectories.errors import SkippedWarning, UserError, WriteError
-from trajectories.schema import DTYPES, DUPLICATE_POLICIES, EVICT_POLICIES, EXECUTORS
+from trajectories.schema import DTYPES, DUPLICATE_POLICIES, EVICT_POLICIES, EXECUTORS, ORDERS
 from trajectories.suites import STEPS_HELP
 
 BLIMP_DIR_HELP = "local folder of BLiMP's jsonl files (or $TRAJECTORIES_BLIMP_DIR); default: the hub"
@@ -48,6 +48,27 @@ def cmd_checkpoints(args) -> int:
     return 0
 
 
+def cmd_plan(args) -> int:
+    import trajectories as tj
+
+    table = tj.plan(args.suite, args.models, args.steps, args.order, args.budget, args.adaptive, args.out,
+                    args.tolerance)
+    table.to_csv(sys.stdout, sep="\t", index=False)
+    return 0
+
+
+def _order_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--order", choices=ORDERS, default="coarse-to-fine",
+                        help="coarse-to-fine (default): every prefix of the run covers each model's training span "
+                        "(endpoints, middle, quarters, ...); sequential: step by step")
+    parser.add_argument("--budget", help="checkpoints per model (e.g. 40) or a share of them (e.g. 30%%): the first "
+                        "of the coarse-to-fine order, or with --adaptive the most an adaptive sweep takes")
+    parser.add_argument("--adaptive", action="store_true", help="after a coarse first pass, take the checkpoints "
+                        "where some curve moves most relative to its CI, up to --budget")
+    parser.add_argument("--tolerance", type=float, help="--adaptive: stop once every curve is within this many CI "
+                        "half-widths of linear between evaluated checkpoints (default 1)")
+
+
 def cmd_sweep(args) -> int:
     import trajectories as tj
 
@@ -57,6 +78,7 @@ def cmd_sweep(args) -> int:
         args.suite, args.tasks, args.steps, args.out, args.models, args.limit, args.device, args.dtype,
         args.batch_size, args.blimp_dir, args.tasks_dir, args.evict, args.force, args.trust_remote_code,
         args.executor, args.workers, args.units_per_job, slurm_options, args.duplicates, wandb_project=args.wandb,
+        order=args.order, adaptive=args.adaptive, budget=args.budget, tolerance=args.tolerance,
     )
     print(summary.report())
     return 0 if summary.ok else 1
@@ -219,6 +241,12 @@ def build_parser() -> argparse.ArgumentParser:
     _suite_args(p)
     p.set_defaults(func=cmd_checkpoints)
 
+    p = sub.add_parser("plan", help="which checkpoints a coarse-to-fine or adaptive sweep takes first; runs nothing")
+    _suite_args(p)
+    _order_args(p)
+    p.add_argument("--out", help="--adaptive: a results folder; shows the next round planned from its results")
+    p.set_defaults(func=cmd_plan)
+
     p = sub.add_parser("sweep", help="evaluate tasks on every checkpoint (resumable)")
     _suite_args(p)
     p.add_argument("--tasks", required=True, help="blimp | blimp:<phenomenon> | <task> | minigrammar (comma list)")
@@ -238,6 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="checkpoints whose weights are identical to another step's: reuse that step's results "
                    "(default; recorded as same_weights_as) or evaluate each")
     p.add_argument("--trust-remote-code", action="store_true", help="allow model code from the hub (off by default)")
+    _order_args(p)
     p.add_argument("--wandb", metavar="PROJECT", help="also log the curves to a Weights & Biases run in PROJECT "
                    "(pip install 'trajectories[wandb]')")
     run = p.add_argument_group("where units run (see README: Slurm and several GPUs)")

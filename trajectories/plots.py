@@ -3,7 +3,9 @@
 Every figure encodes a model the same way: colour = model size ordered by parameter count, solid = standard data,
 dotted = deduplicated data. Steps (or tokens) are on a symlog axis, so step 0 and the log-spaced early checkpoints
 are visible; the dashed grey line is chance (0.5) for minimal-pair tasks. On the curves, an open circle marks a
-checkpoint whose weights are identical to an earlier step's (`same_weights_as`): its value is that step's.
+checkpoint whose weights are identical to an earlier step's (`same_weights_as`): its value is that step's. Where
+checkpoints were skipped (a coarse-to-fine sweep cut short, an adaptive sweep: `skipped_from`), a dot marks each
+evaluated checkpoint, so a straight stretch between dots reads as interpolated, not measured.
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ def model_styles(curves: pd.DataFrame) -> dict[str, dict]:
     }
 
 
-def _legend(fig, styles: dict, models, chance: bool, same_weights: bool = False) -> None:
+def _legend(fig, styles: dict, models, chance: bool, same_weights: bool = False, skipped: bool = False) -> None:
     """Sizes and variants of the models drawn (colours stay those of the whole table)."""
     styles = {m: styles[m] for m in models}
     handles = [Line2D([], [], color=s["color"], lw=2, label=s["size"])
@@ -72,6 +74,9 @@ def _legend(fig, styles: dict, models, chance: bool, same_weights: bool = False)
     if same_weights:
         handles.append(Line2D([], [], color="0.2", ls="", marker="o", mfc="none", label="same weights as an\n"
                                                                                          "earlier step"))
+    if skipped:
+        handles.append(Line2D([], [], color="0.2", ls="", marker=".", label="evaluated checkpoint\n(lines between: "
+                                                                             "interpolated)"))
     fig.legend(handles=handles, title="model size", loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
 
 
@@ -111,6 +116,7 @@ def line_grid(data: pd.DataFrame, panel: str, out_dir: Path, stem: str, title: s
     styles = styles or model_styles(data)
     x = _x_column(data, x)
     panels = sorted(data[panel].unique())
+    skipped = "skipped_from" in data and bool(data.skipped_from.notna().any())
     ncols = min(NCOLS, len(panels))
     nrows = math.ceil(len(panels) / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.3 * ncols, 2.6 * nrows + 0.6), sharex=True,
@@ -120,7 +126,8 @@ def line_grid(data: pd.DataFrame, panel: str, out_dir: Path, stem: str, title: s
         for model, curve in sorted(rows.groupby("model"), key=lambda g: styles[g[0]]["order"]):
             curve = curve.sort_values(x)
             style = styles[model]
-            ax.plot(curve[x], curve.acc, color=style["color"], ls=style["linestyle"], lw=1.6)
+            ax.plot(curve[x], curve.acc, color=style["color"], ls=style["linestyle"], lw=1.6,
+                    marker="." if skipped else None, ms=5)
             ax.fill_between(curve[x], curve.ci_low, curve.ci_high, color=style["color"], alpha=0.18, lw=0)
             if "same_weights_as" in curve:
                 same = curve[curve.same_weights_as.notna()]
@@ -139,7 +146,7 @@ def line_grid(data: pd.DataFrame, panel: str, out_dir: Path, stem: str, title: s
     fig.supylabel(ylabel)
     fig.tight_layout()
     _legend(fig, styles, data.model.unique(), chance,
-            "same_weights_as" in data and bool(data.same_weights_as.notna().any()))
+            "same_weights_as" in data and bool(data.same_weights_as.notna().any()), skipped)
     return save(fig, out_dir, stem)
 
 
