@@ -27,8 +27,8 @@ def slurm_up():
 
 @pytest.fixture(scope="module")
 def six_steps(tmp_path_factory):
-    """One model, six checkpoints: one job's worth of units. Step 0 is tiny and steps 1-5 are Pythia-14m-sized, so
-    a signal sent once step 0 is stored lands mid-job however fast the machine is."""
+    """One model, six checkpoints: one job's worth of units. All are Pythia-14m-sized (one shape, or the audit fails
+    the odd one), so a signal sent once the first unit is stored lands mid-job however fast the machine is."""
     import torch
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
@@ -36,7 +36,7 @@ def six_steps(tmp_path_factory):
     config = GPTNeoXConfig.from_pretrained(suite / "tiny" / "step0")
     config.update(dict(hidden_size=128, num_hidden_layers=6, num_attention_heads=4, intermediate_size=512,
                        vocab_size=50304))
-    for step in range(1, 6):
+    for step in range(6):
         torch.manual_seed(step)
         GPTNeoXForCausalLM(config).save_pretrained(suite / "tiny" / f"step{step}")
     return suite

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -205,13 +206,23 @@ def download(repo: str, branch: str) -> tuple[Path, str]:
 
 
 def evict(folder: Path, policy: str) -> bool:
-    """Delete a downloaded revision (`<cache>/models--org--name/snapshots/<commit>`) and the blobs only it used, so
-    a sweep over a large model holds at most the current and the prefetched checkpoint on disk. Policy: "always",
-    "never", or "auto" (checkpoints over EVICT_AUTO_BYTES)."""
-    from huggingface_hub import scan_cache_dir
+    """Delete a downloaded revision (`<cache>/models--org--name/snapshots/<commit>`), the refs naming it and the
+    weight blobs no other revision links to, so a sweep over a large model holds at most the current and the
+    prefetched checkpoint on disk. Policy: "always", "never", or "auto" (checkpoints over EVICT_AUTO_BYTES).
 
+    Not huggingface_hub's `delete_revisions`: a download running beside this (the prefetch, another worker) may not
+    have linked its files yet, and that strategy would then delete the small blobs every revision shares, or the
+    whole repo folder with the download in it. Small files stay; they are shared and tiny."""
     size = sum(f.stat().st_size for f in folder.iterdir() if f.is_file())  # follows the snapshot's blob links
     if policy == "never" or (policy == "auto" and size < EVICT_AUTO_BYTES):
         return False
-    scan_cache_dir(folder.parents[2]).delete_revisions(folder.name).execute()
+    repo_dir = folder.parents[1]
+    weights = {(folder / name).resolve() for name in weight_files(p.name for p in folder.iterdir())}
+    for ref in (repo_dir / "refs").rglob("*"):
+        if ref.is_file() and ref.read_text().strip() == folder.name:
+            ref.unlink()
+    shutil.rmtree(folder)
+    linked = {p.resolve() for snapshot in (repo_dir / "snapshots").iterdir() for p in snapshot.rglob("*")}
+    for blob in weights - linked:
+        blob.unlink(missing_ok=True)
     return True
