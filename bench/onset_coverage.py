@@ -12,7 +12,11 @@ replicates (`curves.bootstrap_items`, as `collect` and `analyze` make them) and 
 coverage (a unit not acquired counts as not covered), median CI width in decades of steps, bias (median of
 log10(estimate / truth)) and the share acquired. The isotonic method's target is "halfway to the final value",
 which differs from the midpoint when a curve has not plateaued: that bias is what the sigmoid method removes.
-"isotonic-today" is `analysis.acquisition` unchanged (its CI only lands on evaluated steps), for comparison.
+"isotonic-before" is `analysis.acquisition` as it was before interval censoring (its CI only lands on evaluated steps;
+"acquired" tested on the isotonic fit's final value), "acquisition" is `analysis.acquisition` now (interval-censored CI,
+"acquired" tested on the raw mean of the last checkpoints), for comparison.
+
+    python bench/onset_coverage.py --null 96     # flat curves (truth: never acquired): how many are called acquired
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import time
 import numpy as np
 import pandas as pd
 
+from trajectories import analysis
 from trajectories.analysis import acquisition_steps
 from trajectories.onsets import isotonic_onset, sigmoid_onset
 from trajectories.stats import Z95, Replicates, bootstrap_items
@@ -50,22 +55,45 @@ def simulate(n_curves: int, item_counts: tuple[int, ...], n_boot: int, seed: int
             n = np.full(len(steps), n_items)
             truth = {"curve": curve, "midpoint": midpoint, "top": top, "scale": scale, "n_items": n_items,
                      "final_share": (p[-1] - 0.5) / (top - 0.5)}
-            for onset in (sigmoid_onset(rep, n), isotonic_onset(rep, n)):
+            for onset in (sigmoid_onset(rep, n, 0.5), isotonic_onset(rep, n, 0.5)):  # as `analyze` runs them
                 rows.append(truth | {"method": onset.method, "acquired": onset.acquired, "note": onset.note,
                                      "acq_step": onset.acq_step, "ci_low": onset.ci_low, "ci_high": onset.ci_high})
-            rows.append(truth | today(rep, n))
+            rows += [truth | before(rep, n), truth | acquisition_now(rep, n)]
     return pd.DataFrame(rows)
 
 
-def today(rep: Replicates, n: np.ndarray) -> dict:
-    """`analysis.acquisition` as it is: first evaluated step at halfway to the final value, percentile CI over
-    replicates' evaluated steps."""
+def before(rep: Replicates, n: np.ndarray) -> dict:
+    """`analysis.acquisition` before interval censoring: first evaluated step at halfway to the final value,
+    percentile CI over replicates' evaluated steps, "acquired" tested on the isotonic fit's final value."""
     (step,), (fitted_final,) = acquisition_steps(rep.steps, rep.acc, 0.5, n)
     steps, final = acquisition_steps(rep.steps, rep.reps, 0.5, n)
     low, high = np.quantile(steps, [0.025, 0.975], method="inverted_cdf")
     acquired = bool(fitted_final - 0.5 > Z95 * np.std(final))
-    return {"method": "isotonic-today", "acquired": acquired, "note": "", "acq_step": step, "ci_low": low,
+    return {"method": "isotonic-before", "acquired": acquired, "note": "", "acq_step": step, "ci_low": low,
             "ci_high": high}
+
+
+def acquisition_now(rep: Replicates, n: np.ndarray) -> dict:
+    """`analysis.acquisition` as `analyze` runs it."""
+    unit = pd.DataFrame({"step": rep.steps, "n": n})
+    row = analysis._acquire(rep, unit, 0.5, {}, 3)
+    return {"method": "acquisition", "acquired": row["acquired"], "note": row["note"], "acq_step": row["acq_step"],
+            "ci_low": row["ci_low"], "ci_high": row["ci_high"]}
+
+
+def null_rates(n_curves: int, n_items: int, n_boot: int, seed: int) -> pd.Series:
+    """Share of flat curves (accuracy 0.5 at every step) that each method calls acquired."""
+    rng = np.random.default_rng(seed)
+    steps = np.array(PYTHIA_STEPS)
+    calls = []
+    for _ in range(n_curves):
+        correct = (rng.random((len(steps), n_items)) < 0.5).astype(float)
+        rep = Replicates(steps, correct.mean(1), bootstrap_items(correct, n_boot, rng), np.ones(len(steps), bool))
+        n = np.full(len(steps), n_items)
+        calls += [{"method": m["method"], "acquired": m["acquired"]} for m in (before(rep, n), acquisition_now(rep, n))]
+        calls += [{"method": o.method, "acquired": o.acquired} for o in (sigmoid_onset(rep, n, 0.5),
+                                                                           isotonic_onset(rep, n, 0.5))]
+    return pd.DataFrame(calls).groupby("method").acquired.agg(["sum", "size", "mean"])
 
 
 def summarise(results: pd.DataFrame) -> pd.DataFrame:
@@ -97,8 +125,13 @@ def main() -> None:
     parser.add_argument("--n-boot", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--csv", help="also write the per-unit results here")
+    parser.add_argument("--null", type=int, metavar="N", help="instead: N flat curves of the first --items count")
     args = parser.parse_args()
     start = time.perf_counter()
+    if args.null:
+        print(null_rates(args.null, int(args.items.split(",")[0]), args.n_boot, args.seed))
+        print(f"{args.null} flat curves, {time.perf_counter() - start:.0f} s")
+        return
     results = simulate(args.curves, tuple(int(n) for n in args.items.split(",")), args.n_boot, args.seed)
     if args.csv:
         results.to_csv(args.csv, index=False)

@@ -1,5 +1,6 @@
 """What the tests share: a tiny suite builder, one independent log-prob reference scorer, the standard small sweep's
-arguments, and synthetic sweeps whose learning curves are known. Tests import from here, never from each other."""
+arguments, synthetic sweeps whose learning curves are known, and a suite trained to memorize known training rows.
+Tests import from here, never from each other."""
 
 from __future__ import annotations
 
@@ -291,3 +292,68 @@ def wandb_history(run_file: Path) -> list[dict]:
             rows.append({"/".join(i.nested_key) or i.key: json.loads(i.value_json) for i in record.history.item
                          if not (i.key or i.nested_key[0]).startswith("_")})
     return rows
+
+
+# ---------------------------------------------------------------------------------------------------- planted rows
+PLANTED_VOCAB, PLANTED_EOS, PLANTED_ROW = 64, 0, 64
+PLANTED_STEPS, PLANTED_BATCH, PLANTED = 80, 8, 5
+PLANTED_EOS_AT = 40  # the last planted row has a document boundary (EOS) at this position of its continuation
+PLANTED_CHECKPOINTS = (0, 40, PLANTED_STEPS)
+ONCE_STEPS = (5, 25, 45, 65, 75)  # the steps of the fresh rows the suite also declares as canaries (seen once)
+
+
+def planted_model(layers: int = 2, hidden: int = 64, seed: int = 0):
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    torch.manual_seed(seed)
+    config = GPTNeoXConfig(vocab_size=PLANTED_VOCAB, hidden_size=hidden, num_hidden_layers=layers,
+                           num_attention_heads=4, intermediate_size=4 * hidden, max_position_embeddings=PLANTED_ROW,
+                           bos_token_id=PLANTED_EOS, eos_token_id=PLANTED_EOS)
+    return GPTNeoXForCausalLM(config)
+
+
+def random_rows(n: int, seed: int) -> np.ndarray:
+    """Rows of random tokens without EOS: ordinary text inside a document."""
+    return np.random.default_rng(seed).integers(1, PLANTED_VOCAB, (n, PLANTED_ROW))
+
+
+def build_planted_suite(root: Path) -> tuple[Path, np.ndarray]:
+    """A `local:` suite of one model, "planted", trained on a stream written in the training-data layout
+    (data/standard.bin): the PLANTED rows in every batch (memorized) among fresh rows seen once (not), so the truth of
+    every row is known. Checkpoints at PLANTED_CHECKPOINTS; suite.json names the data and its canaries: the planted
+    rows, seen PLANTED_STEPS times, and the fresh rows of the first slot not planted at ONCE_STEPS, seen once.
+    Returns the suite folder and the planted rows' tokens."""
+    from trajectories.trainingdata import write_training_data
+
+    plant = random_rows(PLANTED, seed=1)
+    plant[-1, PLANTED_EOS_AT] = PLANTED_EOS
+    fresh = random_rows(PLANTED_STEPS * (PLANTED_BATCH - PLANTED), seed=2).reshape(PLANTED_STEPS, -1, PLANTED_ROW)
+    batches = [np.concatenate([plant, fresh[s]])[np.random.default_rng(s).permutation(PLANTED_BATCH)]
+               for s in range(PLANTED_STEPS)]
+    data = write_training_data(root / "data" / "standard", batches, rows_per_step=PLANTED_BATCH)
+    tokens = data.tokens(range(data.n_rows))
+    which = (tokens[:, None, :] == plant[None]).all(-1)  # rows x planted
+    canaries = [(i, row, row // PLANTED_BATCH, "every step", PLANTED_STEPS)
+                for i in range(PLANTED) for row in np.flatnonzero(which[:, i])]
+    for i, step in enumerate(ONCE_STEPS):
+        row = step * PLANTED_BATCH + int(np.flatnonzero(~which[step * PLANTED_BATCH:(step + 1) * PLANTED_BATCH]
+                                                        .any(1))[0])
+        canaries.append((PLANTED + i, row, step, "once", 1))
+    pd.DataFrame(canaries, columns=["canary", "row", "step", "region", "repetitions"]).to_csv(
+        root / "data" / "standard.canaries.csv", index=False)
+    torch.set_num_threads(1)
+    model = planted_model()
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.save_pretrained(root / "planted" / "step0")
+    model.train()
+    for step in range(PLANTED_STEPS):  # reads its batches back from the file, as the demo trainer does
+        batch = torch.from_numpy(data.tokens(data.rows_of_step(step)))
+        model(input_ids=batch, labels=batch).loss.backward()
+        opt.step()
+        opt.zero_grad()
+        if step + 1 in PLANTED_CHECKPOINTS:
+            model.save_pretrained(root / "planted" / f"step{step + 1}")
+    (root / "suite.json").write_text(json.dumps({"models": {"planted": {"size": "planted"}}, "training_data": {
+        "files": {"standard": "data/standard"}, "canaries": {"standard": "data/standard.canaries.csv"},
+        "row_len": PLANTED_ROW, "rows_per_step": PLANTED_BATCH}}))
+    return root, plant

@@ -153,17 +153,18 @@ def test_adaptive_sweep_killed_and_rerun_continues_to_the_same_checkpoints(suite
 
 
 def test_acquisition_ci_reaches_back_over_skipped_checkpoints():
-    """A curve rising between two evaluated steps: the CI starts at the first skipped checkpoint, not at the step
-    where the rise is first seen; with every checkpoint evaluated it is as before."""
+    """A curve rising between two evaluated steps: the rise is only known to lie after the evaluated step before
+    it, so with checkpoints skipped there the CI reaches back over the gap that `skipped_from` marks."""
     steps = np.array([0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000, 2000, 4000])
     acc = logistic_acc(steps, midpoint=150, scale=0.05)
     full = pd.DataFrame({"model": "m", "size": "m", "params": 1, "deduped": False, "step": steps, "tokens": steps,
                          "level": "paradigm", "task": "t", "phenomenon": "p", "acc": acc, "acc_stderr": 0.01,
                          "ci_low": acc - 0.02, "ci_high": acc + 0.02, "ci_method": "stderr", "n": 1000})
     everything = acquisition(full, n_boot=200)
-    assert (everything.ci_low.iloc[0], everything.acq_step.iloc[0]) == (256, 256)
+    assert (everything.ci_low.iloc[0], everything.acq_step.iloc[0], everything.ci_high.iloc[0]) == (128, 256, 256)
     available = [("m", int(s)) for s in steps]
-    assert "skipped_from" not in with_skipped(full, available).dropna(axis=1, how="all")
+    assert with_skipped(full, available).skipped_from.isna().all()
     subset = with_skipped(full[~full.step.isin([128, 256, 512])], available)
+    assert subset.set_index("step").skipped_from.dropna().to_dict() == {1000: 128}
     gapped = acquisition(subset, n_boot=200)
-    assert gapped.acq_step.iloc[0] == 1000 and gapped.ci_low.iloc[0] == 128
+    assert (gapped.ci_low.iloc[0], gapped.acq_step.iloc[0]) == (64, 1000)

@@ -25,4 +25,13 @@ def test_a_folder_written_before_the_redesign_resumes_and_collects(tmp_path, mon
     assert "0 evaluated, 6 already done, 0 failed" in capsys.readouterr().out
     assert units == {p: p.stat().st_mtime_ns for p in (out / "units").rglob("*")}
     assert main(["collect", "results_v0"]) == 0
-    pd.testing.assert_frame_equal(pd.read_parquet(out / "curves.parquet"), pd.read_parquet(FIXTURE / "curves.parquet"))
+    old, new = pd.read_parquet(FIXTURE / "curves.parquet"), pd.read_parquet(out / "curves.parquet")
+    # Every old row comes back exactly, in its old order; what the curves have gained since is only new columns
+    # at their defaults (seed: the main run; grouping: the data's, on phenomenon rows) and field rows.
+    kept = new[new.level.isin(old.level.unique())].reset_index(drop=True)
+    pd.testing.assert_frame_equal(kept[old.columns], old)
+    assert set(new.columns) - set(old.columns) == {"seed", "grouping"} and kept.seed.isna().all()
+    assert (kept.grouping == kept.level.map({"phenomenon": "data"}).fillna("")).all()
+    assert set(new.level) - set(old.level) == {"field"}
+    fields = new[new.level == "field"]
+    assert set(fields.task) == {"field:syntax", "field:morphology"} and (fields.ci_method == "bootstrap-items").all()

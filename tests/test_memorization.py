@@ -10,55 +10,35 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+from transformers import GPTNeoXForCausalLM
 
+from tests.helpers import (
+    PLANTED,
+    PLANTED_BATCH,
+    PLANTED_EOS,
+    PLANTED_EOS_AT,
+    PLANTED_ROW,
+    PLANTED_STEPS,
+    PLANTED_VOCAB,
+    build_planted_suite,
+    planted_model,
+    random_rows,
+)
 from trajectories.errors import UserError
 from trajectories.memorization import greedy_continuations, score_checkpoint, score_rows
-from trajectories.memorization_analysis import MEMORIZATION_COLUMNS
-from trajectories.trainingdata import open_training_data, write_training_data
+from trajectories.schema import MEMORIZATION_COLUMNS
+from trajectories.trainingdata import open_training_data
 
-VOCAB, EOS, ROW = 64, 0, 64
-STEPS, BATCH, PLANTED = 80, 8, 5
-EOS_AT = 40  # the last planted row has a document boundary (EOS) at this position of its continuation
-
-
-def new_model(layers: int = 2, hidden: int = 64, seed: int = 0) -> GPTNeoXForCausalLM:
-    torch.manual_seed(seed)
-    config = GPTNeoXConfig(vocab_size=VOCAB, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=4,
-                           intermediate_size=4 * hidden, max_position_embeddings=ROW, bos_token_id=EOS,
-                           eos_token_id=EOS)
-    return GPTNeoXForCausalLM(config)
-
-
-def saved_and_loaded(model: GPTNeoXForCausalLM, path) -> GPTNeoXForCausalLM:
-    model.save_pretrained(path)
-    return GPTNeoXForCausalLM.from_pretrained(path).eval()
-
-
-def random_rows(n: int, seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).integers(1, VOCAB, (n, ROW))  # no EOS: ordinary text inside a document
+VOCAB, EOS, ROW = PLANTED_VOCAB, PLANTED_EOS, PLANTED_ROW
+STEPS, BATCH, EOS_AT = PLANTED_STEPS, PLANTED_BATCH, PLANTED_EOS_AT
 
 
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory):
     """(data, planted rows, {step: model}): a stream of STEPS batches, each the PLANTED rows and 3 fresh ones."""
-    root = tmp_path_factory.mktemp("planted")
-    plant = random_rows(PLANTED, seed=1)
-    plant[-1, EOS_AT] = EOS
-    fresh = random_rows(STEPS * (BATCH - PLANTED), seed=2).reshape(STEPS, BATCH - PLANTED, ROW)
-    batches = [np.concatenate([plant, fresh[s]])[np.random.default_rng(s).permutation(BATCH)] for s in range(STEPS)]
-    data = write_training_data(root / "stream", batches, batch_size=BATCH)
-    torch.set_num_threads(1)
-    model = new_model()
-    models = {0: saved_and_loaded(model, root / "step0")}
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    model.train()
-    for step in range(STEPS):  # reads its batches back from the file, as the demo trainer will
-        batch = torch.from_numpy(data.tokens(data.rows_of_step(step)))
-        model(input_ids=batch, labels=batch).loss.backward()
-        opt.step()
-        opt.zero_grad()
-    models[STEPS] = saved_and_loaded(model, root / f"step{STEPS}")
+    suite, plant = build_planted_suite(tmp_path_factory.mktemp("planted"))
+    data = open_training_data(suite / "data" / "standard", row_len=ROW, rows_per_step=BATCH)
+    models = {step: GPTNeoXForCausalLM.from_pretrained(suite / "planted" / f"step{step}").eval() for step in (0, STEPS)}
     return data, plant, models
 
 
@@ -145,7 +125,7 @@ def test_logp_and_batching_match_a_plain_forward(planted):
 
 def test_score_checkpoint_gives_the_unit_table(planted, tmp_path):
     data, plant, models = planted
-    data = open_training_data(data.path, row_len=ROW, batch_size=BATCH)
+    data = open_training_data(data.path, row_len=ROW, rows_per_step=BATCH)
     table = score_checkpoint(models[STEPS], "planted", 50, data, rows=[400, 3, 399, 3, 17, 600], generate=True)
     assert list(table.columns) == list(MEMORIZATION_COLUMNS)
     assert list(table.row) == [3, 17, 399]  # sorted, unique, and only rows the step-50 checkpoint had seen
@@ -165,4 +145,4 @@ def test_tokens_outside_the_vocabulary_are_refused(planted):
     with pytest.raises(UserError, match="token id 64 is outside the model's vocabulary of 64"):
         score_rows(models[0], bad)
     with pytest.raises(ValueError, match="training mode"):
-        score_rows(new_model(), plant)
+        score_rows(planted_model(), plant)

@@ -9,7 +9,8 @@ import pytest
 from scipy import stats
 
 from trajectories import memorization_analysis as ma
-from trajectories.memorization_analysis import MEMORIZATION_COLUMNS, MemorizationAnalysisError
+from trajectories.memorization_analysis import MemorizationAnalysisError
+from trajectories.schema import MEMORIZATION_COLUMNS
 
 BATCH = 1_000_000  # rows per step, more than any table here has, so that row numbers are unique
 
@@ -18,8 +19,8 @@ def table(memorized, seen_at_step, step: int, model: str = "m", rows=None) -> pd
     memorized, seen_at_step = np.asarray(memorized, bool), np.asarray(seen_at_step)
     rows = seen_at_step * BATCH + np.arange(len(seen_at_step)) if rows is None else np.asarray(rows)
     n = len(memorized)
-    return pd.DataFrame({"model": model, "step": step, "row": rows, "seen_at_step": seen_at_step,
-                         "memorized": memorized, "match_fraction": np.where(memorized, 1.0, 0.5),
+    return pd.DataFrame({"model": model, "step": step, "row": rows, "seen_at_step": seen_at_step, "canary": False,
+                         "repetitions": pd.NA, "memorized": memorized, "match_fraction": np.where(memorized, 1.0, 0.5),
                          "logp": np.where(memorized, -1.0, -50.0), "tf_match_fraction": np.full(n, 0.5)})
 
 

@@ -98,6 +98,54 @@ def test_empty_or_foreign_tables_are_clear_errors(tmp_path):
         plots.plot_all(pd.DataFrame({"model": ["x"], "step": [1]}), tmp_path)
 
 
+def test_seeds_are_one_mean_line_with_a_band_and_titles_are_short(tmp_path):
+    from dataclasses import replace
+
+    from trajectories.schema import ModelInfo
+
+    units = []
+    for i, (name, seed, top) in enumerate((("70m", None, 0.7), ("70m-seed1", 1, 0.9))):
+        info = ModelInfo(name, "70m", 70_000_000, seed=seed, tokens_per_step=1000)
+        units += [(replace(c, model=info), replace(r, items=r.items.assign(model=name)))
+                  for c, r in synthetic_sweep(models=["70m"], finals={"70m": {"agreement": top}}, seed=i)]
+    curves = tables(units, n_boot=20)[0]
+    curves = curves.assign(task=curves.task.str.replace("agreement_", "family_subject_verb_agreement_across_a_"
+                                                         "very_long_attractor_"))
+    paths = plots.paradigm_grid(curves, "agreement", tmp_path)
+    svg = paths[1].read_text()
+    assert "family" not in svg and "seed mean, band: range over seeds" in svg
+    color = plots.model_styles(curves)["70m"]["color"]
+    assert_drawn(paths, [color])
+    drawn = plots._seed_means(curves[curves.level == "paradigm"], "task", "step", {"70m": ["70m", "70m-seed1"]})
+    assert set(drawn.model) == {"70m"}
+    final = drawn[(drawn.step == drawn.step.max()) & drawn.task.str.contains("attractor")].iloc[0]
+    assert final.ci_low < 0.8 < final.ci_high  # the band spans both seeds' finals, about 0.7 and 0.9
+    long = "minigrammar_subject_verb_agreement_across_relative_clause"
+    titles = plots._short_titles([long, "minigrammar_a"])
+    assert titles["minigrammar_a"] == "a" and titles[long].replace("\n", "") == long.removeprefix("minigrammar_")
+    assert len(titles[long].splitlines()) == 2 and all(len(line) <= plots.TITLE_WIDTH for line in
+                                                       titles[long].splitlines())
+    assert plots._short_titles(["lambada_openai/perplexity"]) == {"lambada_openai/perplexity":
+                                                                  "lambada_openai/perplexity"}
+
+
+def test_curves_against_held_out_loss(curves, tmp_path):
+    loss = curves[["model", "step"]].drop_duplicates().assign(loss=lambda d: 3 + 5 / np.sqrt(1 + d.step))
+    paths = plots.plot_all(curves, tmp_path, x="loss", loss=loss, phenomenon="islands")
+    assert {p.stem for p in paths} == {"phenomena_by_loss", "paradigms_islands_by_loss"}
+    assert_drawn(paths)
+    with pytest.raises(AnalysisError, match="needs a loss table"):
+        plots.plot_all(curves, tmp_path, x="loss")
+
+
+def test_kappa_heatmap(curves, tmp_path):
+    kappa = pd.DataFrame({"unit": "phenomenon:agreement", "model_a": ["160m", "160m", "70m"],
+                          "model_b": ["70m", "70m-deduped", "70m-deduped"], "kappa": [0.2, 0.3, 0.9]})
+    paths = plots.kappa_heatmap(kappa, curves, tmp_path)
+    assert_drawn(paths)
+    assert "0.90" in paths[1].read_text()  # annotated cells
+
+
 def test_checkpoints_with_the_weights_of_another_step_are_marked_and_reported(curves, tmp_path):
     from trajectories import report
 
@@ -121,3 +169,22 @@ def test_evaluated_checkpoints_are_dots_where_some_were_skipped(curves, tmp_path
     drawn = (gapped.level == "phenomenon").sum()
     assert dotted.count("<use ") - plain.count("<use ") >= drawn  # a marker per evaluated checkpoint of each curve
     assert "interpolated" in dotted and "interpolated" not in plain
+
+
+def test_long_panel_titles_fit_their_panels_at_the_saved_size(curves, tmp_path, monkeypatch):
+    """Drawn as saved: no panel title overlaps another panel or its title, and none is wider than its column."""
+    figures = []
+    monkeypatch.setattr(plots, "save", lambda fig, out_dir, stem: figures.append(fig) or [])
+    long = curves.assign(task=curves.task.str.replace("agreement_", "minigrammar_subject_verb_agreement_across_"
+                                                      "relative_clause_"))
+    plots.paradigm_grid(long, "agreement", tmp_path)
+    fig = figures[0]
+    renderer = fig.canvas.get_renderer()
+    axes = [ax for ax in fig.axes if ax.get_visible() and ax.get_title()]
+    assert len(axes) >= 2 and all("minigrammar" not in ax.get_title() for ax in axes)
+    titles = [ax.title.get_window_extent(renderer) for ax in axes]
+    frames = [ax.get_window_extent(renderer) for ax in axes]
+    width = min(f.width for f in frames) + (frames[1].x0 - frames[0].x1)  # a panel and the gap to the next
+    for i, title in enumerate(titles):
+        assert title.width <= width
+        assert not any(title.overlaps(other) for j, other in enumerate(titles + frames) if j % len(axes) != i)

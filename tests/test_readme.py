@@ -20,3 +20,4 @@ def test_the_notebook_example_runs_as_written(tmp_path, monkeypatch, capsys):
     assert (tmp_path / "tasks" / "mine" / "my_pairs.yaml").exists()
     mine = pd.read_parquet(tmp_path / "results" / "mine" / "curves.parquet")
     assert set(mine.task) == {"mine_my_pairs", "phenomenon:agreement"} and set(mine.step) == {16}
+    assert (tmp_path / "results" / "notebook_memorization" / "report" / "recency.csv").exists()

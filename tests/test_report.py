@@ -146,3 +146,56 @@ def test_collect_imports_into_out_and_keeps_them(tmp_path):
         collect(out, imports=[tmp_path / "runs" / "nostep.json"])
     with pytest.raises(ResultsImportError, match="no such files"):
         collect(out, imports="/nonexistent/*.json")
+
+
+def test_report_sections_of_the_literatures_analyses(out):
+    report = write_report(out, n_boot=60, method="sigmoid", progress=False)
+    acq, onsets = pd.read_csv(report / "acquisition.csv"), pd.read_csv(report / "onsets.csv")
+    assert set(acq.method) == {"sigmoid"} and set(acq.definition) == {"asymptote@0.5"}
+    assert set(onsets.method) == {"sigmoid", "isotonic"}
+    early = onsets[(onsets.task == "phenomenon:agreement") & (onsets.model == "70m")].set_index("method")
+    for method in ("sigmoid", "isotonic"):  # the planted midpoint, step 64, within both methods' CIs
+        assert early.loc[method, "ci_low"] <= 64 <= early.loc[method, "ci_high"]
+    for name in ("stages", "kappa_matched", "kappa_by_step", "step_matched", "kappa_summary"):
+        assert (report / f"{name}.csv").exists()
+    md = (report / "report.md").read_text()
+    for section in ("## Stages", "## Item-level agreement", "### Both onset methods side by side",
+                    "Sigmoid fit quality", "Phenomena grouped by the data's linguistics_term"):
+        assert section in md
+    assert "asymptote" in md and "kappa_matched.png" in md
+    # Each figure once, in the section it belongs to: the kappa heatmap under item-level agreement.
+    shown = re.findall(r"!\[([^\]]+)\]", md)
+    assert len(shown) == len(set(shown)) == len(list((out / "plots").glob("*.png")))
+    agreement = md.split("## Item-level agreement")[1].split("\n## ")[0]
+    assert "kappa_matched.png" in agreement
+    assert "## Matched held-out loss" not in md and "## Seeds" not in md  # no perplexity task, no seeds here
+    with pytest.raises(AnalysisError, match="no perplexity task in the curve table"):
+        write_report(out, n_boot=20, align="loss", progress=False)
+
+
+def test_collect_grouping_paper_is_kept_by_later_collects(tmp_path, capsys):
+    from trajectories.cli import main
+
+    (tmp_path / "runs").mkdir()
+    for paradigm in ("animate_subject_passive", "causative", "adjunct_island"):
+        (tmp_path / "runs" / f"{paradigm}_step10.json").write_text(json.dumps({
+            "results": {f"blimp_{paradigm}": {"acc,none": 0.7, "acc_stderr,none": 0.02}},
+            "config": {"model_args": "pretrained=org/m,revision=step10"}}))
+    assert main(["collect", str(tmp_path / "out"), "--import", str(tmp_path / "runs" / "*.json"),
+                 "--grouping", "paper"]) == 0
+
+    def phenomena(grouping):
+        table = pd.read_parquet(tmp_path / "out" / "curves.parquet")
+        phen = table[table.level == "phenomenon"]
+        assert set(phen.grouping) == {grouping} and set(table[table.level == "field"].task) == {"field:syntax"}
+        return set(phen.task)
+
+    paper = {"phenomenon:argument_structure", "phenomenon:island_effects"}
+    assert phenomena("paper") == paper
+    assert main(["collect", str(tmp_path / "out")]) == 0  # as a sweep's collect: the grouping stays
+    assert phenomena("paper") == paper
+    assert main(["collect", str(tmp_path / "out"), "--grouping", "data"]) == 0
+    assert phenomena("data") == paper | {"phenomenon:s-selection"}
+    with pytest.raises(SystemExit):
+        main(["collect", str(tmp_path / "out"), "--grouping", "nope"])
+    assert "invalid choice: 'nope'" in capsys.readouterr().err

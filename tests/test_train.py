@@ -11,6 +11,8 @@ import math
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -18,11 +20,12 @@ from tests.helpers import load_checkpoint, reference_logprobs
 from trajectories.demo import grammar, train
 from trajectories.demo.train import ModelSize, TrainConfig
 from trajectories.tasks import BUILTIN_TASKS_DIR
+from trajectories.trainingdata import open_training_data
 
 # Two sizes, standard data only: enough to see learning, small enough for the test budget.
 LEARN = replace(train.QUICK, sizes=(train.QUICK.sizes[0], train.QUICK.sizes[-1]), deduped=False)
 TINY = TrainConfig(sizes=(ModelSize("t", 1, 16, 2),), steps=8, batch_size=4, block_size=32, warmup=2,
-                   checkpoint_every=4, corpus_tokens=20_000)
+                   checkpoint_every=4, corpus_tokens=20_000, canary_repetitions=(1, 2), canaries_per_count=1)
 N_PAIRS = 150
 LOCAL = ("determiner_noun_agreement", "subject_verb_agreement_local")
 
@@ -98,6 +101,44 @@ def test_suite_layout(tiny):
     same_init = [(tiny / m / "step0" / "model.safetensors").read_bytes() for m in meta["models"]]
     trained = [(tiny / m / "step8" / "model.safetensors").read_bytes() for m in meta["models"]]
     assert same_init[0] == same_init[1] and trained[0] != trained[1]
+
+
+def test_training_streams_and_canaries_are_where_suite_json_says(tiny):
+    entry = json.loads((tiny / "suite.json").read_text())["training_data"]
+    assert (entry["row_len"], entry["rows_per_step"], entry["dtype"]) == (32, 4, "uint16")
+    data = {v: open_training_data(tiny / path, 32, 4) for v, path in entry["files"].items()}
+    canaries = {v: pd.read_csv(tiny / path) for v, path in entry["canaries"].items()}
+    assert set(data) == set(canaries) == {"standard", "deduped"} and data["standard"].n_steps == TINY.steps
+    eot = train.build_tokenizer(32).eos_token_id
+    for variant, table in canaries.items():
+        tokens = data[variant].tokens(range(data[variant].n_rows))
+        assert len(table.canary.unique()) == 3 * len(TINY.canary_repetitions)
+        for _, occurrences in table.groupby("canary"):
+            planted = tokens[occurrences.row.iloc[0]]
+            assert eot not in planted and (tokens[occurrences.row] == planted).all()
+            # The file holds it exactly as often as the table says: the deduped data once.
+            assert (tokens == planted).all(1).sum() == len(occurrences) == occurrences.repetitions.iloc[0]
+            assert (occurrences.step == occurrences.row // 4).all()
+    standard, deduped = canaries["standard"], canaries["deduped"]
+    assert list(standard.groupby("canary").row.max()) == list(deduped.groupby("canary").row.max())
+    assert (deduped.repetitions == 1).all() and sorted(standard.repetitions.unique()) == [1, 2]
+
+
+def test_the_default_demo_plants_its_canaries_by_thirds():
+    config = train.DEFAULT
+    stream = np.zeros((config.steps, config.batch_size, 4), np.int64)
+    table = train.plant_canaries(stream, config, np.arange(10, 500))
+    assert len(table) == 3 * 2 * sum(config.canary_repetitions) == 1530 and table.row.is_unique
+    assert (stream.reshape(-1, 4)[table.row] != 0).all() and (stream != 0).any(2).sum() == 1530
+    for (region, count), occurrences in table.groupby(["region", "repetitions"]):
+        third = train.REGIONS.index(region)
+        lo, hi = third * 256, (third + 1) * 256
+        assert occurrences.canary.nunique() == 2 and len(occurrences) == 2 * count
+        assert occurrences.step.between(lo, hi - 1).all()
+        last = occurrences.groupby("canary").step.max()
+        assert (last >= hi - 32).all()  # last seen near the end of its third, whatever its count
+        if count >= 8:  # spread over the third, not bunched
+            assert (occurrences.groupby("canary").step.min() < lo + 40).all()
 
 
 def test_deduped_data_has_no_repeated_sentence_and_fewer_blocks():
@@ -189,3 +230,17 @@ def test_lm_eval_scores_a_checkpoint_as_we_do(learned):
     ours = sentence_logprobs(model, tokenizer, [s for r in rows for s in (r["sentence_good"], r["sentence_bad"])])
     theirs = [resp[0][0] for sample in sorted(samples, key=lambda s: s["doc_id"]) for resp in sample["resps"]]
     assert torch.allclose(ours, torch.tensor(theirs, dtype=ours.dtype), atol=1e-3)
+
+
+def test_extra_seeds_are_added_to_a_finished_suite_with_their_own_init_and_order(tmp_path):
+    suite = train.build_suite(tmp_path / "seeded", replace(TINY, seed_sizes=("t",)))
+    main_bytes = (suite / "mini-t" / "step8" / "model.safetensors").stat().st_mtime_ns
+    train.build_suite(suite, replace(TINY, seed_sizes=("t",)), seeds=2)  # later, more seeds: nothing retrained
+    assert (suite / "mini-t" / "step8" / "model.safetensors").stat().st_mtime_ns == main_bytes
+    meta = json.loads((suite / "suite.json").read_text())["models"]
+    assert list(meta) == ["mini-t", "mini-t-seed1", "mini-t-seed2", "mini-t-deduped"]
+    assert meta["mini-t-seed2"]["seed"] == 2 and "seed" not in meta["mini-t"] and meta["mini-t-seed1"]["size"] == "t"
+    inits = {(suite / m / "step0" / "model.safetensors").read_bytes() for m in meta}
+    assert len(inits) == 3  # the deduped twin shares the main run's initialisation; each seed has its own
+    corpus = (suite / "corpus.txt").read_text().splitlines()
+    assert len(corpus) > 100 and not set(corpus) & set(grammar.heldout_sentences())

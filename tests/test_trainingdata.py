@@ -1,19 +1,24 @@
 """The training-order file: round trips, Megatron's index read the way EleutherAI's tools read it, the step maps,
-clear errors for malformed files, and reproducible stratified samples."""
+clear errors for malformed files, reproducible stratified samples, and the rows a memorization run scores."""
 
 from __future__ import annotations
 
 import struct
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from trajectories.errors import UserError
+from trajectories.schema import ROW_COLUMNS, RowSample
 from trajectories.trainingdata import (
-    RowSample,
     TrainingData,
     TrainingDataError,
     open_training_data,
+    parse_data_option,
+    read_canaries,
+    resolve_data,
+    rows_to_score,
     sample_rows,
     write_training_data,
 )
@@ -28,7 +33,7 @@ def rows() -> np.ndarray:
 
 @pytest.fixture
 def written(tmp_path, rows) -> TrainingData:
-    return write_training_data(tmp_path / "document", rows, batch_size=BATCH)
+    return write_training_data(tmp_path / "document", rows, rows_per_step=BATCH)
 
 
 def megatron_rows(prefix, start: int, stop: int) -> np.ndarray:
@@ -50,7 +55,7 @@ def megatron_rows(prefix, start: int, stop: int) -> np.ndarray:
 def test_round_trip_through_prefix_bin_and_idx(tmp_path, rows, written):
     assert written == TrainingData(str(tmp_path / "document.bin"), ROW_LEN, BATCH, "uint16", len(rows))
     for path in ("document", "document.bin", "document.idx"):
-        data = open_training_data(tmp_path / path, row_len=ROW_LEN, batch_size=BATCH)
+        data = open_training_data(tmp_path / path, row_len=ROW_LEN, rows_per_step=BATCH)
         assert data == written
     assert np.array_equal(written.tokens(range(len(rows))), rows)
     assert np.array_equal(written.tokens([7, 2, 7], columns=3), rows[[7, 2, 7], :3])
@@ -65,7 +70,7 @@ def test_index_is_megatrons(tmp_path, rows, written):
 
 def test_step_maps_follow_pythia():
     pythia = TrainingData("document.bin", n_rows=143_000 * 1024)
-    assert (pythia.row_len, pythia.batch_size, pythia.dtype, pythia.n_steps) == (2049, 1024, "uint16", 143_000)
+    assert (pythia.row_len, pythia.rows_per_step, pythia.dtype, pythia.n_steps) == (2049, 1024, "uint16", 143_000)
     assert pythia.step_of(1023) == 0 and pythia.step_of(1024) == 1
     assert list(pythia.step_of(np.array([0, 2048, 146_431_999]))) == [0, 2, 142_999]
     assert pythia.rows_of_step(1) == range(1024, 2048)
@@ -93,7 +98,7 @@ def test_chunked_writing_and_int32(tmp_path, rows):
 
 def test_flat_bin_without_index(tmp_path, rows):
     rows.astype(np.uint32).tofile(tmp_path / "flat.bin")
-    data = open_training_data(tmp_path / "flat.bin", row_len=ROW_LEN, batch_size=BATCH, dtype="uint32")
+    data = open_training_data(tmp_path / "flat.bin", row_len=ROW_LEN, rows_per_step=BATCH, dtype="uint32")
     assert data.n_rows == len(rows) and np.array_equal(data.tokens([3, 1]), rows[[3, 1]])
     # Read with the wrong row length, the size gives it away.
     with pytest.raises(TrainingDataError, match=r"flat.bin is 1440 bytes, not a multiple of the row length \(7 "):
@@ -120,7 +125,7 @@ def patched(path, offset: int, data: bytes) -> None:
 def test_malformed_files_are_refused_by_name(tmp_path, written, damage, message):
     damage(tmp_path)
     with pytest.raises(TrainingDataError, match=message):
-        open_training_data(tmp_path / "document", row_len=ROW_LEN, batch_size=BATCH)
+        open_training_data(tmp_path / "document", row_len=ROW_LEN, rows_per_step=BATCH)
 
 
 def test_bad_requests_are_user_errors(tmp_path, rows, written):
@@ -146,7 +151,7 @@ def test_bad_requests_are_user_errors(tmp_path, rows, written):
 
 
 def test_stratified_sample_is_balanced_and_reproducible(tmp_path):
-    data = TrainingData(str(tmp_path / "none.bin"), row_len=2049, batch_size=1024, n_rows=2000 * 1024)
+    data = TrainingData(str(tmp_path / "none.bin"), row_len=2049, rows_per_step=1024, n_rows=2000 * 1024)
     sample = sample_rows(data, max_step=1000, strata=10, per_stratum=25, seed=3)
     rows = np.array(sample.rows)
     assert len(rows) == 250 and len(set(rows)) == 250 and (np.diff(rows) > 0).all()
@@ -157,11 +162,56 @@ def test_stratified_sample_is_balanced_and_reproducible(tmp_path):
     assert RowSample.from_dict(sample.as_dict()) == sample
     assert sample_rows(data, **(sample.params | {"seed": 4})).rows != sample.rows
     # Uneven strata: 7 steps in 3 strata of 2, 2 and 3 steps.
-    uneven = sample_rows(TrainingData("x.bin", batch_size=2, n_rows=14), max_step=7, strata=3, per_stratum=4)
+    uneven = sample_rows(TrainingData("x.bin", rows_per_step=2, n_rows=14), max_step=7, strata=3, per_stratum=4)
     assert list(uneven.stratum_edges()) == [0, 2, 4, 7]
     with pytest.raises(TrainingDataError, match="per_stratum must be between 1 and 4"):
-        sample_rows(TrainingData("x.bin", batch_size=2, n_rows=14), max_step=7, strata=3, per_stratum=5)
+        sample_rows(TrainingData("x.bin", rows_per_step=2, n_rows=14), max_step=7, strata=3, per_stratum=5)
     with pytest.raises(TrainingDataError, match="max_step 2001 is beyond the 2000 steps"):
         sample_rows(data, max_step=2001, strata=10, per_stratum=1)
     with pytest.raises(TrainingDataError, match="strata must be between 1 and max_step"):
         sample_rows(data, max_step=5, strata=6, per_stratum=1)
+
+
+def test_rows_to_score_sample_each_file_and_take_canaries_at_their_last_occurrence(tmp_path, rows):
+    standard = write_training_data(tmp_path / "standard", rows, rows_per_step=BATCH)  # 10 steps of 4 rows
+    deduped = write_training_data(tmp_path / "deduped", rows[:8 * BATCH], rows_per_step=BATCH)
+    canaries = pd.DataFrame({"canary": [7, 7, 7, 9], "row": [2, 13, 30, 5], "step": [0, 3, 7, 1],
+                             "region": ["x"] * 4, "repetitions": [3, 3, 3, 1]})
+    canaries.to_csv(tmp_path / "canaries.csv", index=False)
+    table = rows_to_score({"standard": standard, "deduped": deduped}, {"standard": 10, "deduped": 10}, sample=10,
+                          strata=5, seed=1, canaries={"standard": tmp_path / "canaries.csv"})
+    assert list(table.columns) == list(ROW_COLUMNS)
+    std, ded = table[table.data == "standard"], table[table.data == "deduped"]
+    assert list(std[std.canary].row) == [5, 30] and list(std[std.canary].repetitions) == [1, 3]
+    assert list(std[std.canary].seen_at_step) == [1, 7]
+    sample = sample_rows(standard, 10, 5, 2, seed=1).rows
+    assert list(std[~std.canary].row) == [r for r in sample if r not in (2, 13, 30, 5)]
+    assert std[~std.canary].repetitions.isna().all() and (std.seen_at_step == std.row // BATCH).all()
+    # The deduped file holds 8 steps: its sample spans those, and it has no canaries.
+    assert not ded.canary.any() and list(ded.row) == list(sample_rows(deduped, 8, 5, 2, seed=1).rows)
+    with pytest.raises(TrainingDataError, match="--sample 1000 is more rows than"):
+        rows_to_score({"standard": standard}, {"standard": 10}, sample=1000, strata=5)
+    canaries.assign(row=[2, 13, 30, 40]).to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(TrainingDataError, match="canary row 40 is beyond the 40 rows"):
+        rows_to_score({"standard": standard}, {"standard": 10}, 4, canaries={"standard": tmp_path / "bad.csv"})
+    canaries.drop(columns="region").to_csv(tmp_path / "short.csv", index=False)
+    with pytest.raises(TrainingDataError, match="short.csv: canary table lacks columns region"):
+        read_canaries(tmp_path / "short.csv")
+
+
+def test_data_option_and_suite_declarations(tmp_path, rows, written):
+    other = write_training_data(tmp_path / "other", rows[:BATCH], rows_per_step=BATCH)
+    assert parse_data_option(str(tmp_path / "x.bin")) == {"": str(tmp_path / "x.bin")}
+    assert parse_data_option("standard=a.bin, deduped=b") == {"standard": "a.bin", "deduped": "b"}
+    declared = {"files": {"standard": str(tmp_path / "document"), "deduped": other.path}, "row_len": ROW_LEN,
+                "rows_per_step": BATCH}
+    opened = resolve_data(None, ["standard", "deduped"], declared)
+    assert opened == {"standard": written, "deduped": other}
+    assert resolve_data(other.path, ["standard"], declared) == {"standard": other}
+    with pytest.raises(TrainingDataError, match="trained on standard and deduped data, which are different files"):
+        resolve_data(other.path, ["standard", "deduped"], declared)
+    with pytest.raises(TrainingDataError, match="no training data for the deduped models: give --data deduped=PATH"):
+        resolve_data(f"standard={other.path}", ["standard", "deduped"], {"row_len": ROW_LEN})
+    # Without declarations the layout is Pythia's, and these rows are not 2049 tokens long.
+    with pytest.raises(TrainingDataError, match="is 9 tokens long, not row_len = 2049"):
+        resolve_data(other.path, ["standard"])

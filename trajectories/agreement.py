@@ -21,8 +21,10 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from trajectories.analysis import AnalysisError, check_items, grammar_units
+from trajectories.analysis import AnalysisError, grammar_units
 
+# What agreement reads of the item table (schema.ITEM_COLUMNS): who answered which item right.
+ANSWER_COLUMNS = ("model", "step", "task", "item", "correct")
 # kappa_by_step: one row per (unit, step, pair of models; model_a < model_b).
 #   unit: the task, or what `units` maps it to; n_items: items both answered; acc_a, acc_b: their accuracies on
 #   those items; agreement: share of items both got right or both wrong; kappa: Cohen's kappa.
@@ -87,9 +89,11 @@ def seed_groups(models: Sequence[str]) -> dict[str, list[str]]:
 
 def _matrices(items: pd.DataFrame, units: Mapping[str, str] | None) -> dict[str, dict[str, pd.DataFrame]]:
     """unit -> model -> (steps x (task, item)) matrix of correct (NaN: not answered)."""
-    items = check_items(items)
-    if items is None:
+    if items is None or items.empty:
         raise AnalysisError("item-level agreement needs the item table (units/<model>/step<N>.items.parquet)")
+    missing = [c for c in ANSWER_COLUMNS if c not in items.columns]
+    if missing:
+        raise AnalysisError(f"the item table lacks columns {', '.join(missing)}: not written by `trajectories sweep`")
     unit = items.task.map(units) if units is not None else items.task
     items = items.assign(unit=unit, correct=items.correct.astype(float)).dropna(subset=["unit"])
     out: dict[str, dict[str, pd.DataFrame]] = {}

@@ -2,8 +2,9 @@
 (schema.ITEM_COLUMNS). Grammar units are the rows of level "paradigm" or "phenomenon" that have a phenomenon.
 
 - `acquisition`: the step at which a unit's monotone (isotonic) fit of accuracy first gets a fraction of the way
-  from chance to its final value, with a bootstrap CI; where checkpoints were skipped (`skipped_from`), a
-  crossing is only known to lie between two evaluated steps, and the CI reaches back over the gap.
+  from chance to its final value, with an interval-censored bootstrap CI (a crossing is only known to lie between
+  two evaluated steps, so a sweep that skipped checkpoints gets the wider CI it should); `onsets.py` adds a
+  sigmoid fit.
 - `acquisition_order`, `order_agreement`: the order in which each model acquires units, and how well the orders
   of two models agree (Kendall's tau, Spearman's rho).
 - `dedup_differences`: standard vs deduplicated-data models of the same size.
@@ -11,11 +12,14 @@
 - `suspicious_checkpoints`: checkpoints that look mislabelled or duplicated.
 - `reused_checkpoints`: checkpoints the sweep did not evaluate because their weights are another step's.
 - `analyze`: every table `trajectories analyze` reports, model by model.
+- `memorization_tables`: every table of a memorization run's report, from its per-row results
+  (schema.MEMORIZATION_COLUMNS), with the statistics of memorization_analysis.py.
 """
 
 from __future__ import annotations
 
 import itertools
+import re
 import warnings
 from collections.abc import Callable
 
@@ -24,11 +28,13 @@ import pandas as pd
 from scipy import stats
 from scipy.optimize import isotonic_regression
 
+from trajectories import memorization_analysis as ma
 from trajectories.errors import UserError
-from trajectories.schema import CURVE_COLUMNS, ITEM_COLUMNS, Level
-from trajectories.stats import N_BOOT, Z95, Replicates, censored_ci, model_replicates, task_replicates
+from trajectories.schema import CURVE_COLUMNS, ITEM_COLUMNS, Level, display_name, with_curve_defaults
+from trajectories.stats import N_BOOT, Z95, Replicates, model_replicates, task_replicates
 
 CHANCE = 0.5
+FINAL_SPAN = 3  # checkpoints at the end of a curve whose mean accuracy decides "above chance" (above_chance)
 LEVELS = (Level.PHENOMENON, Level.PARADIGM)
 MODEL_COLUMNS = ["model", "size", "params", "deduped"]
 
@@ -40,6 +46,7 @@ class AnalysisError(UserError):
 def check_curves(curves: pd.DataFrame | None) -> pd.DataFrame:
     if curves is None or curves.empty:
         raise AnalysisError("the curve table is empty: nothing to analyse (run a sweep, then `trajectories collect`)")
+    curves = with_curve_defaults(curves)
     missing = [c for c in CURVE_COLUMNS if c not in curves.columns]
     if missing:
         raise AnalysisError(f"the curve table lacks columns {', '.join(missing)}; not from `trajectories collect`")
@@ -79,20 +86,41 @@ def acquisition_steps(steps: np.ndarray, acc: np.ndarray, fraction: float = 0.5,
                       weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per column of acc (steps x curves): the first step at which the monotone fit reaches `fraction` of the way
     from chance to its final value (inf where the final value is not above chance), and that final value."""
+    first, _, final = _crossings(np.asarray(steps, float), acc, fraction, weights)
+    return first, final
+
+
+def _crossings(steps: np.ndarray, acc: np.ndarray, fraction: float, weights: np.ndarray | None
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """As acquisition_steps, plus the evaluated step before each crossing (the crossing lies in that gap)."""
     fit = monotone_fit(acc, weights)
     final = fit[-1]
-    reached = fit >= CHANCE + fraction * (final - CHANCE)
-    first = np.asarray(steps, float)[reached.argmax(axis=0)]
-    return np.where(final > CHANCE, first, np.inf), final
+    j = (fit >= CHANCE + fraction * (final - CHANCE)).argmax(axis=0)
+    above = final > CHANCE
+    return np.where(above, steps[j], np.inf), np.where(above, steps[np.maximum(j - 1, 0)], np.inf), final
+
+
+def above_chance(acc: np.ndarray, reps: np.ndarray, span: int = FINAL_SPAN) -> tuple[float, float, bool]:
+    """Is a curve's end significantly above chance? The mean raw accuracy over its last `span` checkpoints, its
+    bootstrap standard error (replicates: steps x B, paired across steps), and whether it exceeds chance by more
+    than 1.96 of them (one-sided 2.5%). The isotonic fit's final value is not tested: on a flat curve it is the
+    largest of running means, biased upward, and the bootstrap spread does not show that bias (it called 10 of 96
+    flat curves of 1000 items acquired, where 2.5% was meant)."""
+    end = np.asarray(acc, float)[-span:].mean()
+    se = float(np.std(np.asarray(reps, float)[-span:].mean(axis=0)))
+    return float(end), se, bool(end - CHANCE > Z95 * se)
 
 
 def acquisition(curves: pd.DataFrame, items: pd.DataFrame | None = None, fraction: float = 0.5,
                 n_boot: int = N_BOOT, seed: int = 0, min_steps: int = 3) -> pd.DataFrame:
-    """One row per (model, unit) of level phenomenon or paradigm: the acquisition step with a 95% percentile
-    bootstrap CI (resampling items where the item table has them, else drawing around acc with its stderr).
+    """One row per (model, unit) of level phenomenon or paradigm: the acquisition step with a 95% bootstrap CI
+    (resampling items where the item table has them, else drawing around acc with its stderr) that accounts for
+    the gap between evaluated steps: a replicate crossing at checkpoint j says only that the crossing lies in
+    (step j-1, step j], so the CI runs from the 2.5% quantile of the replicates' gap starts to the 97.5% quantile of
+    their crossing steps (interval censoring; onsets.py).
 
-    A unit whose final (fitted) accuracy is within 1.96 bootstrap standard errors of chance is "not acquired".
-    ci_high is inf when some replicates never rise above chance."""
+    "Not acquired": the mean accuracy over the last FINAL_SPAN checkpoints is within 1.96 bootstrap standard
+    errors of chance (`above_chance`). ci_high is inf when some replicates never rise above chance."""
     if not 0 < fraction <= 1:
         raise AnalysisError(f"fraction must be in (0, 1], not {fraction}")
     if grammar_units(curves).empty:
@@ -124,33 +152,25 @@ def _acquire(rep: Replicates, unit: pd.DataFrame, fraction: float, tokens: dict,
     # Weigh checkpoints by their item counts; unknown counts (imported results) weigh equally.
     n = unit.set_index("step").n.reindex(rep.steps).astype(float).to_numpy()
     weights = np.where(n > 0, n, 1.0)
+    steps = np.asarray(rep.steps, float)
     row = {"n_steps": len(rep.steps), "last_step": int(rep.steps[-1]), "ci_method": ci_label(rep.from_items),
-           "fraction": fraction}
-    (step,), (final,) = acquisition_steps(rep.steps, rep.acc, fraction, weights)
+           "fraction": fraction, "method": "isotonic", "definition": f"final@{fraction:g}"}
+    (step,), _, (final,) = _crossings(steps, rep.acc, fraction, weights)
     # A step with neither items nor a stderr has no noise to draw: its replicates keep its accuracy.
     reps = np.where(np.isnan(rep.reps), rep.acc[:, None], rep.reps)
-    boot_steps, boot_final = acquisition_steps(rep.steps, reps, fraction, weights)
+    boot_steps, boot_before, boot_final = _crossings(steps, reps, fraction, weights)
     final_se = float(np.std(boot_final))
-    acquired = len(rep.steps) >= min_steps and final - CHANCE > Z95 * final_se
+    end_acc, end_se, significant = above_chance(rep.acc, reps)
+    acquired = len(rep.steps) >= min_steps and significant
     note = "" if acquired else ("too few checkpoints" if len(rep.steps) < min_steps else
                                 "not acquired: final accuracy within noise of chance")
-    low, high = censored_ci(_earliest(unit, rep.steps, boot_steps), boot_steps) if acquired else (np.nan, np.nan)
+    low, high = (float(np.quantile(boot_before, 0.025, method="inverted_cdf")),
+                 float(np.quantile(boot_steps, 0.975, method="inverted_cdf"))) if acquired else (np.nan, np.nan)
     return row | {
-        "final_acc": final, "final_se": final_se, "acquired": acquired, "acq_step": step if acquired else np.nan,
-        "acq_tokens": tokens.get(step, np.nan) if acquired else np.nan, "ci_low": low, "ci_high": high,
-        "note": note,
+        "final_acc": final, "final_se": final_se, "end_acc": end_acc, "end_se": end_se, "acquired": acquired,
+        "acq_step": step if acquired else np.nan, "acq_tokens": tokens.get(step, np.nan) if acquired else np.nan,
+        "ci_low": low, "ci_high": high, "note": note,
     }
-
-
-def _earliest(unit: pd.DataFrame, steps: np.ndarray, crossed: np.ndarray) -> np.ndarray:
-    """The earliest step each crossing may lie at: a crossing seen at an evaluated step is only known to happen
-    after the evaluated step before it, at the first checkpoint skipped between them (`skipped_from`), if any."""
-    if "skipped_from" not in unit:
-        return crossed
-    first = unit.set_index("step").skipped_from.reindex(steps).astype(float).to_numpy()
-    earliest = np.where(np.isnan(first), steps, first)
-    at = np.searchsorted(steps, np.where(np.isfinite(crossed), crossed, steps[0]))
-    return np.where(np.isfinite(crossed), earliest[at], crossed)
 
 
 # ---------------------------------------------------------------------------------------------------- orders
@@ -302,6 +322,141 @@ def _identical_checkpoints(items: pd.DataFrame, atol: float = 1e-5) -> pd.DataFr
     return pd.DataFrame(rows)
 
 
+# ---------------------------------------------------------------------------------------------------- seeds
+def seed_groups(curves: pd.DataFrame) -> dict[str, list[str]]:
+    """Models that differ only in their seed (Pythia's -seedN reruns, a local suite's `seed`): the same size and
+    data variant, at least one with a seed. Keyed by the group's main run (the member without a seed), else by
+    the first member's name without its -seedN; groups of one are left out."""
+    models = curves.drop_duplicates("model")[["model", "size", "deduped", "seed"]]
+    groups = {}
+    for _, members in models.groupby(["size", "deduped"]):
+        if len(members) < 2 or members.seed.isna().all():
+            continue
+        main = members[members.seed.isna()].model.tolist()
+        name = main[0] if len(main) == 1 else re.sub(r"-seed\d+$", "", members.model.iloc[0])
+        groups[name] = sorted(members.model, key=lambda m: (m != name, m))
+    return groups
+
+
+SPREAD_COLUMNS = ("group", "level", "task", "n_seeds", "n_acquired", "acq_step_min", "acq_step_median",
+                  "acq_step_max", "spread_decades")
+
+
+def seed_spread(acq: pd.DataFrame, groups: dict[str, list[str]]) -> pd.DataFrame:
+    """Per seed group and unit: how far apart the seeds' acquisition steps are (SPREAD_COLUMNS); spread_decades is
+    the standard deviation of log10(step + 1) over the seeds that acquired it (NaN with fewer than two)."""
+    rows = []
+    for group, members in groups.items():
+        for (level, task), unit in acq[acq.model.isin(members)].groupby(["level", "task"]):
+            steps = unit.acq_step[unit.acquired].to_numpy(float)
+            rows.append({"group": group, "level": level, "task": task, "n_seeds": len(unit),
+                         "n_acquired": len(steps), "acq_step_min": steps.min() if len(steps) else np.nan,
+                         "acq_step_median": np.median(steps) if len(steps) else np.nan,
+                         "acq_step_max": steps.max() if len(steps) else np.nan,
+                         "spread_decades": np.std(np.log10(steps + 1), ddof=1) if len(steps) > 1 else np.nan})
+    return pd.DataFrame(rows, columns=list(SPREAD_COLUMNS))
+
+
+def pair_kind(a: str, b: str, info: pd.DataFrame, groups: dict[str, list[str]]) -> str:
+    """How two models differ: only in seed, only in data (standard vs deduped), or in size."""
+    if any(a in members and b in members for members in groups.values()):
+        return "seeds of one size"
+    if info.at[a, "size"] == info.at[b, "size"]:
+        return "standard vs deduped" if info.at[a, "deduped"] != info.at[b, "deduped"] else "same size"
+    return "different sizes"
+
+
+def agreement_ceiling(agreement: pd.DataFrame, curves: pd.DataFrame, groups: dict[str, list[str]]) -> pd.DataFrame:
+    """Order agreement (Kendall's tau) summarised by how the two models differ: between seeds of one size it is
+    the ceiling that agreement between sizes can be judged against."""
+    columns = ["level", "pair_kind", "n_pairs", "tau_mean", "tau_min", "tau_max"]
+    if agreement.empty:
+        return pd.DataFrame(columns=columns)
+    info = curves.drop_duplicates("model").set_index("model")
+    kinds = [pair_kind(a, b, info, groups) for a, b in zip(agreement.model_a, agreement.model_b, strict=True)]
+    table = agreement.assign(pair_kind=kinds).groupby(["level", "pair_kind"]).kendall_tau.agg(
+        n_pairs="count", tau_mean="mean", tau_min="min", tau_max="max").reset_index()
+    return table[columns]
+
+
+# ---------------------------------------------------------------------------------------------------- loss
+LOSS_METRIC = "bits_per_byte"  # lm-eval's perplexity tasks report it; comparable across tokenizers
+
+
+def loss_tasks(curves: pd.DataFrame) -> list[str]:
+    """Perplexity tasks of the curve table: those with a "<task>/bits_per_byte" metric row."""
+    metrics = curves[curves.level == Level.METRIC].task
+    return sorted(t.removesuffix("/" + LOSS_METRIC) for t in metrics.unique() if t.endswith("/" + LOSS_METRIC))
+
+
+def loss_table(curves: pd.DataFrame, task: str | None = None) -> pd.DataFrame:
+    """(model, step, loss): bits per byte on a perplexity task's held-out text, per checkpoint. `task` may be
+    omitted when the table has one perplexity task."""
+    found = loss_tasks(check_curves(curves))
+    if task is None:
+        if len(found) != 1:
+            raise AnalysisError("no perplexity task in the curve table (sweep one beside the grammar tasks: "
+                                "`trajectories tasks add-text`, minigrammar_heldout, wikitext)" if not found else
+                                f"several perplexity tasks; choose one with --loss-task: {', '.join(found)}")
+        task = found[0]
+    if task not in found:
+        raise AnalysisError(f"no perplexity task {task!r} in the curve table; perplexity tasks: "
+                            f"{', '.join(found) or 'none'}")
+    rows = curves[(curves.level == Level.METRIC) & (curves.task == f"{task}/{LOSS_METRIC}")]
+    return rows[["model", "step", "acc"]].rename(columns={"acc": "loss"}).reset_index(drop=True)
+
+
+def step_matched_agreement(curves: pd.DataFrame, min_units: int = 3) -> pd.DataFrame:
+    """Kendall's tau between every pair of models' unit accuracies at each step both evaluated, per level: the
+    matched-step counterpart of alignment.loss_matched_agreement (same columns, `step` for `loss`)."""
+    from trajectories.alignment import loss_matched_agreement
+
+    units = grammar_units(curves)[["model", "level", "task", "step", "acc"]]
+    return loss_matched_agreement(units.rename(columns={"step": "loss"}), min_units).rename(columns={"loss": "step"})
+
+
+def matched_views(step_matched: pd.DataFrame, loss_matched: pd.DataFrame) -> pd.DataFrame:
+    """Per level and pair of models: Kendall's tau between their unit accuracies averaged over the steps both
+    evaluated (tau_matched_step) beside its average over the losses both reach (tau_matched_loss)."""
+    keys = ["level", "model_a", "model_b"]
+    step_tau = step_matched.groupby(keys).kendall_tau.mean().rename("tau_matched_step")
+    loss_tau = loss_matched.groupby(keys).kendall_tau.mean().rename("tau_matched_loss")
+    return step_tau.to_frame().join(loss_tau, how="outer").reset_index()
+
+
+def kappa_summary(matched: pd.DataFrame, fleiss: pd.DataFrame) -> pd.DataFrame:
+    """Per unit: Cohen's kappa at matched accuracy over the pairs of models (count, mean, min, max), and Fleiss'
+    kappa of each seed group at its last shared step (fleiss_last_step_<group>)."""
+    summary = matched.groupby("unit").kappa.agg(pairs="count", kappa_mean="mean", kappa_min="min",
+                                                kappa_max="max").reset_index()
+    if len(fleiss):
+        last = fleiss[fleiss.step == fleiss.groupby(["group", "unit"]).step.transform("max")]
+        summary = summary.merge(last.pivot(index="unit", columns="group", values="kappa")
+                                .add_prefix("fleiss_last_step_").reset_index(), on="unit", how="left")
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------------- n-grams
+def ngram_phenomena(ngram: pd.DataFrame, acq: pd.DataFrame, solved: float = 0.9) -> pd.DataFrame:
+    """Per phenomenon: the best n-gram order's accuracy (mean over the phenomenon's paradigms) beside the best
+    model's final accuracy, and whether an n-gram model already solves it (accuracy >= `solved`)."""
+    columns = ["phenomenon", "best_order", "ngram_acc", "best_model", "model_final_acc", "solved_by_ngram"]
+    if ngram.empty:
+        return pd.DataFrame(columns=columns)
+    by_order = ngram.groupby(["phenomenon", "order"]).acc.mean().reset_index()
+    best = by_order.loc[by_order.groupby("phenomenon").acc.idxmax()].set_index("phenomenon")
+    models = acq[acq.level == Level.PHENOMENON].assign(phenomenon=lambda d: d.task.map(display_name))
+    top = models.loc[models.groupby("phenomenon").final_acc.idxmax()].set_index("phenomenon") if len(models) else None
+    rows = []
+    for phenomenon, row in best.iterrows():
+        model = top.loc[phenomenon] if top is not None and phenomenon in top.index else None
+        rows.append({"phenomenon": phenomenon, "best_order": int(row.order), "ngram_acc": row.acc,
+                     "best_model": model.model if model is not None else "",
+                     "model_final_acc": model.final_acc if model is not None else np.nan,
+                     "solved_by_ngram": bool(row.acc >= solved)})
+    return pd.DataFrame(rows, columns=columns)
+
+
 def reused_checkpoints(curves: pd.DataFrame) -> pd.DataFrame:
     """(model, step, same_weights_as) of each checkpoint whose results are another step's: the audit found their
     weights byte-identical, so the sweep evaluated that step only."""
@@ -313,24 +468,172 @@ def reused_checkpoints(curves: pd.DataFrame) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------------------------------------------- everything
+METHODS = ("isotonic", "sigmoid")
+
+
 def analyze(curves: pd.DataFrame, items_of: Callable[[str], pd.DataFrame | None], fraction: float = 0.5,
-            n_boot: int = N_BOOT, seed: int = 0) -> dict[str, pd.DataFrame]:
+            n_boot: int = N_BOOT, seed: int = 0, method: str = "isotonic", onset_methods: tuple[str, ...] = METHODS,
+            loss: pd.DataFrame | None = None, ngram: pd.DataFrame | None = None, stage_alpha: float = 0.05,
+            stage_depth: float = 0.05, progress: bool = False) -> dict[str, pd.DataFrame]:
     """Every table of the report, by the name of its CSV. `items_of(model)` gives a model's item table (None if it
-    has none): one model's items at a time, so a full suite's items need not fit in memory together."""
+    has none), one model at a time for the per-model analyses.
+
+    method: which onsets order the units (acquisition order and its agreement, seeds, loss), "isotonic" or
+    "sigmoid"; onset_methods: those computed side by side (onsets.csv). loss: (model, step, loss) of a perplexity
+    task (`loss_table`), for the matched-loss view. ngram: n-gram baseline accuracies (columns task, phenomenon,
+    order, n, acc, acc_stderr)."""
+    # These modules build on this one's primitives, so they are imported here rather than at the top.
+    from tqdm import tqdm
+
+    from trajectories import agreement as item_agreement
+    from trajectories import alignment, onsets, stages
+
+    if method not in METHODS:
+        raise AnalysisError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
     curves = check_curves(curves)
     grammar = grammar_units(curves)
-    acq, suspicious = [], []
-    for model in sorted(grammar.model.unique()):
+    if grammar.empty:
+        raise AnalysisError("the curve table holds no minimal-pair results (rows with a phenomenon) to analyse")
+    methods = tuple(dict.fromkeys((*onset_methods, method)))
+    acq, onset, suspicious, found_stages, kept_items = [], [], [], [], []
+    for model in tqdm(sorted(grammar.model.unique()), desc="analyze", unit="model", disable=not progress):
         items, rows = items_of(model), curves[curves.model == model]
         acq.append(acquisition(rows, items, fraction, n_boot, seed))
+        onset.append(onsets.onsets(rows, items, methods, fraction, n_boot, seed))
+        found_stages.append(stages.stages(rows, items, stage_alpha, min_depth=stage_depth, n_boot=n_boot, seed=seed))
         suspicious.append(suspicious_checkpoints(rows, items))
-    if not acq:
-        raise AnalysisError("the curve table holds no minimal-pair results (rows with a phenomenon) to analyse")
-    acq = pd.concat(acq, ignore_index=True)
+        if items is not None:  # only who got which item right, compactly: every model's answers are kept
+            kept_items.append(items[list(item_agreement.ANSWER_COLUMNS)].astype(
+                {"model": "category", "task": "category", "step": "int32", "item": "int32"}))
+    acq, onset = pd.concat(acq, ignore_index=True), pd.concat(onset, ignore_index=True)
+    primary = acq if method == "isotonic" else _with_onsets(acq, onset[onset.method == method])
+    groups = seed_groups(curves)
+    agree = order_agreement(primary)
     found = [s for s in suspicious if len(s)]
-    return {
-        "acquisition": acq, "order": acquisition_order(acq), "agreement": order_agreement(acq),
-        "dedup": dedup_differences(acq, curves), "onedim": one_dimensionality(curves),
+    tables = {
+        "acquisition": primary, "onsets": onset, "order": acquisition_order(primary), "agreement": agree,
+        "dedup": dedup_differences(primary, curves), "onedim": one_dimensionality(curves),
         "suspicious": pd.concat(found, ignore_index=True) if found else suspicious[0],
+        "stages": pd.concat(found_stages, ignore_index=True),
+        "seed_spread": seed_spread(primary, groups), "agreement_ceiling": agreement_ceiling(agree, curves, groups),
+        "step_matched": step_matched_agreement(curves),
         "reused": reused_checkpoints(curves),
     }
+    if kept_items:
+        items = pd.concat(kept_items, ignore_index=True)
+        units = item_agreement.task_units(curves)
+        tables["kappa_by_step"] = item_agreement.kappa_by_step(items, units)
+        tables["kappa_matched"] = item_agreement.kappa_at_matched_accuracy(items, units)
+        tables["fleiss"] = item_agreement.fleiss_by_step(items, groups, units)
+        tables["kappa_summary"] = kappa_summary(tables["kappa_matched"], tables["fleiss"])
+    if loss is not None:
+        acq_loss = alignment.acquisition_loss(primary, loss)
+        tables["acquisition_loss"] = acq_loss
+        tables["acquisition_loss_agreement"] = alignment.acquisition_loss_agreement(acq_loss)
+        try:
+            tables["loss_matched"] = alignment.loss_matched_agreement(alignment.curves_at_loss(curves, loss))
+        except AnalysisError:  # the models' losses do not overlap: no loss at which to compare them
+            tables["loss_matched"] = pd.DataFrame(columns=list(alignment.MATCHED_LOSS_COLUMNS))
+        tables["matched_views"] = matched_views(tables["step_matched"], tables["loss_matched"])
+    if ngram is not None:
+        tables["ngram"] = ngram
+        tables["ngram_phenomena"] = ngram_phenomena(ngram, primary)
+    return tables
+
+
+def _with_onsets(acq: pd.DataFrame, chosen: pd.DataFrame) -> pd.DataFrame:
+    """The acquisition table with its step, CI, verdict and definition taken from another onset method."""
+    taken = ["acq_step", "acq_tokens", "ci_low", "ci_high", "acquired", "note", "method", "definition"]
+    keys = ["model", "level", "task"]
+    return acq.drop(columns=taken).merge(chosen[keys + taken], on=keys, how="left").sort_values(
+        ["model", "level", "acq_step", "task"], ignore_index=True)
+
+
+# ---------------------------------------------------------------------------------------------------- memorization
+ROW_SETS = {"sampled": False, "canaries": True}  # the `rows` column of memorization tables: which rows they count
+POSITION_BINS = {"sampled": 10, "canaries": 3}  # canaries are placed early, in the middle and late: thirds
+MIN_ROWS_PER_BIN = 5  # the Poisson check's bins of consecutive rows: at most 50, each of at least this many rows
+
+
+def _per_set(sets: dict[str, pd.DataFrame], function, **options) -> pd.DataFrame:
+    return pd.concat([function(rows, **options).assign(rows=name) for name, rows in sets.items()], ignore_index=True)
+
+
+def _rate(seen: pd.DataFrame) -> pd.DataFrame:
+    out = seen.groupby(ma.KEYS).memorized.agg(n="size", memorized="sum").reset_index()
+    out["rate"] = out.memorized / out.n
+    out["ci_low"], out["ci_high"] = ma.wilson(out.memorized, out.n)
+    return out
+
+
+def _poisson(sampled: pd.DataFrame, function) -> pd.DataFrame:
+    frames = []
+    for _, checkpoint in ma.seen_rows(sampled).groupby(ma.KEYS):
+        n_bins = min(50, len(checkpoint) // MIN_ROWS_PER_BIN)
+        if n_bins >= 2:
+            frames.append(function(checkpoint, n_bins=n_bins))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _predictability(items: pd.DataFrame, models: pd.DataFrame) -> pd.DataFrame:
+    """Each model's last checkpoint as the target; predictors: its earlier checkpoints, and the last checkpoint of
+    every other model trained on the same data (row numbers of another data file are other rows)."""
+    last = items.groupby("model").step.max()  # items: seen rows only, so every checkpoint here has some
+    deduped = models.set_index("model").deduped.astype(bool)
+    checkpoints = items[["model", "step"]].drop_duplicates().sort_values(["model", "step"])
+    frames = []
+    for model in sorted(last.index):
+        earlier = [(model, int(s)) for s in checkpoints[checkpoints.model == model].step if s < last[model]]
+        others = [(m, int(last[m])) for m in last.index if m != model and deduped[m] == deduped[model]]
+        if earlier + others:
+            frames.append(ma.predictability(items, model, int(last[model]), earlier + others))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _repetitions(canaries: pd.DataFrame, n_boot: int, n_perm: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Rate per repetition count, and the repetition effect where a model's canaries have several counts."""
+    rates, effects = [], []
+    for _, rows in canaries.groupby("model"):
+        meta = rows[["row", "repetitions"]].drop_duplicates("row")
+        rates.append(ma.rate_by_repetitions(rows, meta))
+        if meta.repetitions.nunique() > 1:
+            effects.append(ma.repetition_effect(rows, meta, n_boot=n_boot, n_perm=n_perm, seed=seed))
+    return (pd.concat(rates, ignore_index=True), pd.concat(effects, ignore_index=True) if effects else pd.DataFrame())
+
+
+def memorization_tables(items: pd.DataFrame, models: pd.DataFrame, n_boot: int = ma.N_BOOT, n_perm: int = ma.N_PERM,
+                        seed: int = 0) -> dict[str, pd.DataFrame]:
+    """Every table of a memorization report, by the name of its CSV, from the per-row results of every unit
+    (schema.MEMORIZATION_COLUMNS) and the models (model, size, params, deduped). Tables that count rows say which in
+    their `rows` column: "sampled" (the stratified sample) or "canaries" (rows the suite planted, with known
+    repetitions); each holds only rows its checkpoint has seen.
+
+    memorization_by_position: rate per bin of training position (10 bins; canaries: thirds) with Wilson CIs;
+    memorization_rate: rows scored, memorized and the rate (Wilson CI) per checkpoint;
+    recency: the slope of memorization on training position (bootstrap CI, permutation p) and the last 10% of
+    training against the rest; poisson, poisson_qq: the index-of-dispersion test and Q-Q points of sampled rows;
+    persistence: the share of memorized rows still memorized at later checkpoints; predictability: earlier
+    checkpoints and other models as predictors of each model's last checkpoint; canary_grid: canaries' rate per
+    repetition count and third of training; repetitions, repetition_effect: rate per repetition count and the slope
+    per doubling (bootstrap CI within counts, permutation p), the most against the least repeated."""
+    seen = ma.seen_rows(items)
+    sets = {name: seen[seen.canary == flag] for name, flag in ROW_SETS.items() if (seen.canary == flag).any()}
+    tables = {
+        "memorization_rate": _per_set(sets, _rate),
+        "memorization_by_position": pd.concat(
+            [ma.rate_by_position(rows, POSITION_BINS[name]).assign(rows=name) for name, rows in sets.items()],
+            ignore_index=True),
+        "recency": _per_set(sets, ma.recency, n_boot=n_boot, n_perm=n_perm, seed=seed),
+        "persistence": ma.persistence(seen),
+        "predictability": _predictability(seen, models),
+    }
+    if "sampled" in sets:
+        tables["poisson"] = _poisson(sets["sampled"], ma.poisson_dispersion)
+        tables["poisson_qq"] = _poisson(sets["sampled"], ma.poisson_qq)
+    if "canaries" in sets:
+        canaries = sets["canaries"]
+        tables["canary_grid"] = pd.concat(
+            [ma.rate_by_position(rows, POSITION_BINS["canaries"]).assign(repetitions=count)
+             for count, rows in canaries.groupby("repetitions")], ignore_index=True)
+        tables["repetitions"], tables["repetition_effect"] = _repetitions(canaries, n_boot, n_perm, seed)
+    return tables

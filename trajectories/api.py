@@ -4,6 +4,7 @@
     summary = tj.sweep("local:runs/suite", "minigrammar", out="results/mini", limit=100)
     curves = tj.load_curves("results/mini")          # the tidy curve table (pandas)
     tj.plot("results/mini"); report = tj.analyze("results/mini")
+    tj.measure_memorization("local:runs/suite", out="results/mini_mem"); tj.analyze("results/mini_mem")
 """
 
 from __future__ import annotations
@@ -19,15 +20,21 @@ from trajectories.engine import SweepSummary
 from trajectories.errors import UserError
 from trajectories.integrity import Audit
 from trajectories.schema import (
+    DATA_VARIANTS,
     DTYPES,
     DUPLICATE_POLICIES,
     EVICT_POLICIES,
     EXECUTORS,
     ITEM_COLUMNS,
+    MEMORIZATION,
+    MEMORIZATION_COLUMNS,
     ORDERS,
+    TOKEN_DTYPES,
     AdaptiveSettings,
     EvalSettings,
+    MemorizationSpec,
     SweepSpec,
+    data_variant,
 )
 from trajectories.store import Store
 from trajectories.wandb_runs import require_wandb
@@ -89,6 +96,25 @@ def _device(device: str | None) -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _run_device(device: str | None, dtype: str, batch_size: int | str, evict: str, executor: str,
+                workers: int | None, units_per_job: int, slurm_options: dict) -> str:
+    """Check the options of how units run (both experiments' runs take them); returns the device to run on."""
+    _count("--batch-size", batch_size, also="auto")
+    _choice("--dtype", dtype, DTYPES)
+    _choice("--evict", evict, EVICT_POLICIES)
+    _choice("--executor", executor, EXECUTORS)
+    _count("--workers", workers)
+    _count("--units-per-job", units_per_job)
+    _count("--gpus-per-job", slurm_options.get("gpus_per_job"), minimum=0)
+    _count("--cpus-per-job", slurm_options.get("cpus_per_job"))
+    _count("--array-parallelism", slurm_options.get("array_parallelism"))
+    if executor == "slurm" and not device:  # the jobs' device, not this machine's
+        device = "cuda" if slurm_options.get("gpus_per_job") else "cpu"
+    device = _device(device)
+    check_device(device, here=executor != "slurm")
+    return device
 
 
 def _executor(executor: str, workers: int | None, slurm_options: dict, units_per_job: int):
@@ -161,22 +187,10 @@ def sweep(suite: str, tasks: str | list[str], steps: str = "all", out: str | Pat
 
     slurm_options = slurm_options or {}
     _count("--limit", limit)
-    _count("--batch-size", batch_size, also="auto")
-    _choice("--dtype", dtype, DTYPES)
-    _choice("--evict", evict, EVICT_POLICIES)
     _choice("--duplicates", duplicates, DUPLICATE_POLICIES)
-    _choice("--executor", executor, EXECUTORS)
-    _count("--workers", workers)
-    _count("--units-per-job", units_per_job)
-    _count("--gpus-per-job", slurm_options.get("gpus_per_job"), minimum=0)
-    _count("--cpus-per-job", slurm_options.get("cpus_per_job"))
-    _count("--array-parallelism", slurm_options.get("array_parallelism"))
+    device = _run_device(device, dtype, batch_size, evict, executor, workers, units_per_job, slurm_options)
     _choice("--order", order, ORDERS)
     adaptive_settings = _adaptive_options(order, adaptive, budget, tolerance, force)
-    if executor == "slurm" and not device:  # the jobs' device, not this machine's
-        device = "cuda" if slurm_options.get("gpus_per_job") else "cpu"
-    device = _device(device)
-    check_device(device, here=executor != "slurm")
     if wandb_project:
         require_wandb()  # before the sweep's hours of work, not after
     task_spec = tasks if isinstance(tasks, str) else ",".join(tasks)
@@ -257,11 +271,73 @@ def plan(suite: str, models: list[str] | str | None = None, steps: str = "all", 
     return pd.DataFrame(table, columns=list(PLAN_COLUMNS)).astype({"step": "Int64", "tokens": "Int64"})
 
 
-def collect(out: str | Path, imports: list[str] | str | None = None) -> pd.DataFrame:
-    """Rebuild OUT's curve table from its units (and lm-eval results files to import); return it."""
+def measure_memorization(
+        suite: str, data: str | dict[str, str] | None = None, steps: str = "all", out: str | Path | None = None,
+        models: list[str] | str | None = None, sample: int = 10_000, strata: int = 100, seed: int = 0,
+        prefix: int = 32, continuation: int = 32, generate: bool = False, ban_eos: bool = True,
+        row_len: int | None = None, rows_per_step: int | None = None, token_dtype: str | None = None,
+        device: str | None = None, dtype: str = "auto", batch_size: int | str = "auto", evict: str = "auto",
+        force: bool = False, trust_remote_code: bool = False, executor: str = "local", workers: int | None = None,
+        units_per_job: int = 16, slurm_options: dict | None = None, progress: bool = True) -> SweepSummary:
+    """Score training rows for memorization at every checkpoint `suite`, `models` and `steps` name, into `out`
+    (`trajectories memorization`); resumable like `sweep`, through the same engine and executors.
+
+    data: the training-data file in training order (EleutherAI's pre-shuffled .bin/.idx layout): one path, or
+    {"standard": path, "deduped": path} (or "standard=PATH,deduped=PATH") when both variants' models are chosen;
+    default: the files a local suite's suite.json names. row_len, rows_per_step, token_dtype: its layout (default:
+    suite.json's, else Pythia's 2049, 1024 and the .idx's dtype). sample rows are drawn per data file, stratified
+    over `strata` runs of training (seeded), plus the suite's canaries; each checkpoint scores those it has seen:
+    memorized (prefix tokens, then `continuation` tokens reproduced greedily), logp and, with generate=True,
+    EleutherAI's match_fraction. ban_eos=False lets continuations contain EOS (rows that pack short documents).
+
+    Every option is checked before anything is written or loaded: a bad one raises a UserError naming the value
+    and what is valid."""
+    from trajectories.engine import run_sweep
+    from trajectories.suites import get_suite, model_names, resolve_checkpoints
+    from trajectories.trainingdata import parse_data_option, resolve_data, rows_to_score
+
+    slurm_options = slurm_options or {}
+    for option, value, minimum in (("--sample", sample, 0), ("--strata", strata, 1), ("--seed", seed, 0),
+                                   ("--prefix", prefix, 1), ("--continuation", continuation, 1),
+                                   ("--row-len", row_len, 2), ("--rows-per-step", rows_per_step, 1)):
+        _count(option, value, minimum)
+    if token_dtype is not None:
+        _choice("--token-dtype", token_dtype, TOKEN_DTYPES)
+    device = _run_device(device, dtype, batch_size, evict, executor, workers, units_per_job, slurm_options)
+    chosen_suite = get_suite(suite)
+    checkpoints = resolve_checkpoints(chosen_suite, model_names(models), steps)
+    declared = chosen_suite.training_data or {}
+    # Every variant with a known file is part of the spec, so choosing more models later resumes the same run.
+    known = set(declared.get("files", {})) | (set(parse_data_option(data)) - {""})
+    variants = [v for v in DATA_VARIANTS if v in known | {data_variant(c.model) for c in checkpoints}]
+    files = resolve_data(data, variants, declared, row_len, rows_per_step, token_dtype)
+    layout = files[variants[0]]
+    if prefix + continuation > layout.row_len:
+        raise UserError(f"prefix + continuation = {prefix + continuation} tokens, but rows are {layout.row_len} long")
+    # The sample spans each variant's whole training (its models' last checkpoint), whichever models and steps are
+    # chosen now, so a later run with more of them scores the same rows.
+    max_steps = {v: max((chosen_suite.steps(m)[-1] for m in chosen_suite.models.values() if data_variant(m) == v),
+                        default=files[v].n_steps) for v in variants}
+    rows = rows_to_score(files, max_steps, sample, strata, seed, declared.get("canaries"))
+    chosen_models = list({c.model.name: c.model for c in checkpoints}.values())
+    spec = MemorizationSpec(chosen_suite.name, tuple((v, str(Path(files[v].path).resolve())) for v in variants),
+                            layout.row_len, layout.rows_per_step, token_dtype, sample, strata, seed, prefix,
+                            continuation, generate, ban_eos, dtype, trust_remote_code,
+                            chosen_suite.fingerprint(chosen_models))
+    settings = EvalSettings(device, batch_size, None, evict)
+    out = Path(out) if out else default_out(suite, MEMORIZATION)
+    # Audited like a sweep's checkpoints, but identical checkpoints are each scored: a later one has seen more rows.
+    return run_sweep(spec, checkpoints, out, settings, force=force, suite_description=chosen_suite.description,
+                     progress=progress, executor=_executor(executor, workers, slurm_options, units_per_job),
+                     suite=chosen_suite, duplicates="evaluate", rows=rows)
+
+
+def collect(out: str | Path, imports: list[str] | str | None = None, grouping: str | None = None) -> pd.DataFrame:
+    """Rebuild OUT's curve table from its units (and lm-eval results files to import); return it. grouping: how
+    BLiMP's paradigms form phenomena, "data" (the data's 13) or "paper" (the BLiMP paper's 12); default: as before."""
     from trajectories.curves import collect as collect_curves
 
-    return collect_curves(out, imports=imports)
+    return collect_curves(out, imports=imports, grouping=grouping)
 
 
 EXPORT_FORMATS = ("lm-eval",)
@@ -293,9 +369,13 @@ def load_curves(out: str | Path) -> pd.DataFrame:
 
 
 def load_items(out: str | Path, model: str | None = None) -> pd.DataFrame:
-    """Per-item results (columns: schema.ITEM_COLUMNS) of OUT's completed units, of every model or of one."""
-    items = Store(out).items(model)
-    return items if items is not None else pd.DataFrame(columns=list(ITEM_COLUMNS))
+    """Per-item results of OUT's completed units, of every model or of one: a grammar sweep's items (columns:
+    schema.ITEM_COLUMNS), or a memorization run's scored rows (schema.MEMORIZATION_COLUMNS)."""
+    store = Store(out)
+    items = store.items(model)
+    if items is not None:
+        return items
+    return pd.DataFrame(columns=list(MEMORIZATION_COLUMNS if store.spec().kind == MEMORIZATION else ITEM_COLUMNS))
 
 
 def status(out: str | Path) -> str:
@@ -305,12 +385,22 @@ def status(out: str | Path) -> str:
     return "\n".join(status_lines(Store(out)))
 
 
-def plot(out: str | Path, x: str = "step", phenomenon: str | None = None, task: str | None = None) -> list[Path]:
-    """Learning-curve figures (PNG + SVG) under OUT/plots/; returns their paths."""
+def plot(out: str | Path, x: str = "step", phenomenon: str | None = None, task: str | None = None,
+         loss_task: str | None = None) -> list[Path]:
+    """Learning-curve figures (PNG + SVG) under OUT/plots/ (a memorization run's: its analysis figures); returns
+    their paths. x: "step", "tokens" or "loss" (the
+    held-out loss of a perplexity task in the sweep; `loss_task` names it when there are several). The stages and
+    n-gram baselines of the last `analyze` are marked."""
+    from trajectories.analysis import loss_table
     from trajectories.plots import plot_all
 
     store = Store(out)
-    return plot_all(store.curves(), store.plots_dir, x=x, phenomenon=phenomenon, task=task)
+    if store.is_sweep() and store.spec().kind == MEMORIZATION:
+        return analyze(out).figures
+    curves = store.curves()
+    loss = loss_table(curves, loss_task) if x == "loss" else None
+    return plot_all(curves, store.plots_dir, x=x, phenomenon=phenomenon, task=task, loss=loss,
+                    stages=store.report_table("stages"), ngram=store.report_table("ngram"))
 
 
 @dataclass(frozen=True)
@@ -324,22 +414,44 @@ class Analysis:
     figures: list[Path]
 
 
-def analyze(out: str | Path, fraction: float = 0.5, n_boot: int | None = None, seed: int = 0) -> Analysis:
-    """Acquisition steps, orders and their agreement, standard vs deduped, one-dimensionality and suspicious
-    checkpoints, with figures: OUT/report/ (CSV tables, report.md, report.html)."""
+def analyze(out: str | Path, fraction: float = 0.5, n_boot: int | None = None, seed: int = 0,
+            method: str = "isotonic", align: str = "auto", loss_task: str | None = None,
+            ngram_corpus: str | Path | None = None, blimp_dir: str | Path | None = None,
+            tasks_dir: str | Path | None = None, progress: bool = True) -> Analysis:
+    """Acquisition steps (isotonic and sigmoid onsets), orders and their agreement, seeds, stages, item-level
+    agreement, standard vs deduped, one-dimensionality, suspicious checkpoints, matched-loss alignment and n-gram
+    baselines, with figures: OUT/report/ (CSV tables, report.md, report.html).
+
+    method: the onsets that order units ("isotonic" or "sigmoid"; both are reported). align: "loss" compares models
+    at matched held-out loss too (needs a perplexity task; `loss_task` names one of several), "step" only at
+    matched steps, "auto" adds loss when the sweep has a perplexity task. ngram_corpus: a text file (one sentence
+    per line) to train n-gram baselines on, scored on the sweep's pairs (read from their task files; BLiMP's from
+    `blimp_dir` or $TRAJECTORIES_BLIMP_DIR)."""
     from trajectories import analysis, plots, report
     from trajectories.schema import Level
     from trajectories.stats import N_BOOT
 
+    if align not in ALIGNMENTS:
+        raise analysis.AnalysisError(f"unknown align {align!r}; choose from {', '.join(ALIGNMENTS)}")
     store = Store(out)
-    curves = store.curves()
+    if store.is_sweep() and store.spec().kind == MEMORIZATION:
+        return _analyze_memorization(store, n_boot or N_BOOT, seed)
+    curves = analysis.check_curves(store.curves())
     records = store.records() if store.is_sweep() else []
     store.warn_damaged()
+    loss = None
+    if align == "loss" or (align == "auto" and analysis.loss_tasks(curves)):
+        loss = analysis.loss_table(curves, loss_task)
+    ngram = _ngram_baselines(store, curves, ngram_corpus, blimp_dir, tasks_dir) if ngram_corpus else None
     tables = analysis.analyze(curves, functools.partial(store.items, records=records), fraction, n_boot or N_BOOT,
-                              seed)
+                              seed, method, loss=loss, ngram=ngram, progress=progress)
     for name, table in tables.items():
         store.save_report_table(name, table)
-    figures = plots.plot_all(curves, store.plots_dir)
+    figures = plots.plot_all(curves, store.plots_dir, stages=tables["stages"], ngram=ngram)
+    if loss is not None:
+        figures += plots.plot_all(curves, store.plots_dir, x="loss", loss=loss, stages=tables["stages"], ngram=ngram)
+    if len(tables.get("kappa_matched", ())):
+        figures = plots.kappa_heatmap(tables["kappa_matched"], curves, store.plots_dir) + figures
     acq = tables["acquisition"]
     if (acq.acquired & (acq.level == Level.PHENOMENON)).any():
         figures = plots.acquisition_plot(acq, curves, store.plots_dir) + figures
@@ -350,6 +462,64 @@ def analyze(out: str | Path, fraction: float = 0.5, n_boot: int | None = None, s
     markdown = store.save_report_file("report.md", report.to_markdown(blocks, store.out))
     html = store.save_report_file("report.html", report.to_html(blocks, title))
     return Analysis(tables, store.report_dir, html, markdown, figures)
+
+
+def _analyze_memorization(store: Store, n_boot: int, seed: int) -> Analysis:
+    from trajectories import analysis, plots, report
+    from trajectories.store import StoreError
+
+    records = store.records()
+    store.warn_damaged()
+    items = store.items(records=records)
+    if items is None:
+        raise StoreError(f"{store.out} has no completed units yet; `trajectories status {store.out}` shows why")
+    models = pd.DataFrame([{"model": r.model.name, "size": r.model.size, "params": r.model.params,
+                            "deduped": bool(r.model.deduped)} for r in records]).drop_duplicates("model")
+    tables = analysis.memorization_tables(items, models, n_boot, n_boot, seed)
+    for name, table in tables.items():
+        store.save_report_table(name, table)
+    figures = plots.memorization_figures(tables, models, store.plots_dir)
+    title = f"Memorization report: {store.out.resolve().name}"
+    blocks = report.memorization_document(title, store.spec(), tables, figures, store.rows(), store.requested(),
+                                          store.failures())
+    markdown = store.save_report_file("report.md", report.to_markdown(blocks, store.out))
+    html = store.save_report_file("report.html", report.to_html(blocks, title))
+    return Analysis(tables, store.report_dir, html, markdown, figures)
+
+
+ALIGNMENTS = ("auto", "step", "loss")
+
+
+def _ngram_baselines(store: Store, curves: pd.DataFrame, corpus: str | Path, blimp_dir, tasks_dir) -> pd.DataFrame:
+    """N-gram baseline accuracies on the sweep's paradigms, reused from OUT/report/ngram.csv while the corpus and
+    the pairs are the same."""
+    import hashlib
+
+    from trajectories import ngram
+    from trajectories.tasks import TaskCatalog
+
+    corpus = Path(corpus)
+    if not corpus.is_file():
+        raise ngram.NgramError(f"--ngram-corpus {corpus}: no such file")
+    paradigms = curves[(curves.level == "paradigm") & (curves.phenomenon.fillna("") != "")]
+    limit = store.spec().limit if store.is_sweep() else None
+    catalog = TaskCatalog(tasks_dir, blimp_dir)
+    pairs = []
+    for task, phenomenon in paradigms.drop_duplicates("task")[["task", "phenomenon"]].itertuples(index=False):
+        files = [f for f in catalog.data_files(task) if f.is_file()] if catalog.index.entries.get(task) else []
+        if len(files) == 1:
+            found = ngram.read_pairs(files[0]).head(limit)
+            pairs.append(found.assign(task=task, phenomenon=phenomenon))
+    if not pairs:
+        raise ngram.NgramError("none of the sweep's paradigms has a local data file to score n-grams on (BLiMP: "
+                               "pass --blimp-dir)")
+    pairs = pd.concat(pairs, ignore_index=True)
+    digest = {"corpus": f"{corpus.resolve()} (sha256 {hashlib.sha256(corpus.read_bytes()).hexdigest()[:16]})",
+              "pairs_sha256": hashlib.sha256(pairs.to_csv(index=False).encode()).hexdigest()[:16]}
+    cached = store.report_table("ngram")
+    if cached is not None and all(set(cached.get(k, ())) == {v} for k, v in digest.items()):
+        return cached
+    return ngram.baselines(corpus, pairs).assign(**digest)
 
 
 def add_task(source: str | Path, name: str, phenomenon: str | None = None, phenomenon_field: str | None = None,

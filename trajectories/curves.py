@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from trajectories.imports import expand_imports, import_lm_eval_json
+from trajectories import fields
+from trajectories.imports import expand_imports, import_lm_eval_json, metric_rows
 from trajectories.planning import interpolated_spans
 from trajectories.schema import (
     CURVE_COLUMNS,
@@ -31,26 +32,33 @@ from trajectories.schema import (
     CURVE_KEY,
     CURVE_OPTIONAL_COLUMNS,
     CURVE_OPTIONAL_DTYPES,
+    GRAMMAR,
     Level,
     TaskResult,
     UnitRecord,
     phenomenon_key,
+    with_curve_defaults,
 )
 from trajectories.stats import N_BOOT, Z95, model_replicates
 from trajectories.store import Store, StoreError, items_outside
 
 
-def task_row(record: UnitRecord, task: str, result: TaskResult) -> dict:
-    """A unit's row for one task: a paradigm's when the task is a minimal-pair paradigm, else a metric's."""
-    model, acc, stderr = record.model, result.acc, result.acc_stderr
-    level = Level.PARADIGM if result.phenomenon else Level.METRIC
-    return {
-        "model": model.name, "size": model.size, "params": model.params, "deduped": bool(model.deduped),
-        "step": record.step, "tokens": record.tokens, "level": str(level),
-        "task": task, "phenomenon": result.phenomenon, "acc": acc, "acc_stderr": stderr,
-        "ci_low": acc - Z95 * stderr, "ci_high": acc + Z95 * stderr, "ci_method": "stderr", "n": result.n,
-        "same_weights_as": record.same_weights_as,
-    }
+def task_rows(record: UnitRecord, task: str, result: TaskResult) -> list[dict]:
+    """A unit's rows for one task: a paradigm's when the task is a minimal-pair paradigm, a metric's for another
+    task with an accuracy, and one metric row per value lm-eval reported for a task without one (a perplexity
+    task: "<task>/word_perplexity", "<task>/byte_perplexity", "<task>/bits_per_byte")."""
+    model = record.model
+    if np.isnan(result.acc) and result.lm_eval:
+        rows = [row | {"phenomenon": "", "n": result.n} for row in metric_rows({"results": {task: result.lm_eval}})]
+    else:
+        level = Level.PARADIGM if result.phenomenon else Level.METRIC
+        rows = [{"level": level, "task": task, "phenomenon": result.phenomenon, "acc": result.acc,
+                 "acc_stderr": result.acc_stderr, "n": result.n}]
+    unit = {"model": model.name, "size": model.size, "params": model.params, "deduped": bool(model.deduped),
+            "step": record.step, "tokens": record.tokens, "seed": model.seed, "grouping": "",
+            "same_weights_as": record.same_weights_as}
+    return [unit | row | {"level": str(row["level"]), "ci_low": row["acc"] - Z95 * row["acc_stderr"],
+                          "ci_high": row["acc"] + Z95 * row["acc_stderr"], "ci_method": "stderr"} for row in rows]
 
 
 ALL_COLUMNS = [*CURVE_COLUMNS, *CURVE_OPTIONAL_COLUMNS]
@@ -59,14 +67,18 @@ ALL_DTYPES = CURVE_DTYPES | CURVE_OPTIONAL_DTYPES
 
 def curves_from_units(records: list[UnitRecord]) -> pd.DataFrame:
     """One row per (model, step, task) of stored units."""
-    rows = [task_row(record, task, result) for record in records for task, result in record.tasks.items()]
+    rows = [row for record in records for task, result in record.tasks.items()
+            for row in task_rows(record, task, result)]
     return pd.DataFrame(rows, columns=ALL_COLUMNS).astype(ALL_DTYPES)
 
 
 def with_phenomena(table: pd.DataFrame, items: pd.DataFrame | None = None, n_boot: int = N_BOOT,
-                   seed: int = 0) -> pd.DataFrame:
-    """Add phenomenon rows, and bootstrap CIs to paradigm rows that have items (items: ITEM_COLUMNS, any models)."""
-    table = table[table.level != Level.PHENOMENON].reindex(columns=ALL_COLUMNS)  # a table may lack optional columns
+                   seed: int = 0, grouping: str = "data") -> pd.DataFrame:
+    """Add phenomenon rows (their `grouping` column says which grouping the paradigms' phenomena follow), and
+    bootstrap CIs to paradigm rows that have items (items: ITEM_COLUMNS, any models)."""
+    # A table may lack optional columns, or those added since it was written.
+    table = with_curve_defaults(table[~table.level.isin([Level.PHENOMENON, Level.FIELD])]).reindex(
+        columns=ALL_COLUMNS)
     paradigms = table[(table.level == Level.PARADIGM) & table.acc.notna()]
     items_by_model = dict(tuple(items.groupby("model"))) if items is not None and len(items) else {}
     boot, phenomena = [], []
@@ -79,7 +91,7 @@ def with_phenomena(table: pd.DataFrame, items: pd.DataFrame | None = None, n_boo
             low, high = np.quantile(rep.reps[at], [0.025, 0.975], axis=1)
             boot.append(pd.DataFrame({"model": model, "step": rep.steps[at], "task": task, "boot_low": low,
                                       "boot_high": high, "boot_se": rep.reps[at].std(axis=1)}))
-        phenomena.append(_phenomenon_rows(rows))
+        phenomena.append(_phenomenon_rows(rows).assign(grouping=grouping))
     table = pd.concat([table, *phenomena], ignore_index=True)
     if boot:
         table = table.merge(pd.concat(boot), on=["model", "step", "task"], how="left")
@@ -113,8 +125,8 @@ def _phenomenon_rows(paradigms: pd.DataFrame) -> pd.DataFrame:
     grouped = paradigms[paradigms.phenomenon != ""].groupby(["step", "phenomenon"])
     rows = grouped.agg(
         model=("model", "first"), size=("size", "first"), params=("params", "first"),
-        deduped=("deduped", "first"), tokens=("tokens", "first"), same_weights_as=("same_weights_as", "first"),
-        acc=("acc", "mean"),
+        deduped=("deduped", "first"), tokens=("tokens", "first"), seed=("seed", "first"),
+        same_weights_as=("same_weights_as", "first"), acc=("acc", "mean"),
         var=("acc_stderr", lambda se: (se**2).sum() / len(se) ** 2), n=("n", lambda n: n.sum(min_count=1)),
     ).reset_index()
     rows["acc_stderr"] = np.sqrt(rows.pop("var"))
@@ -123,10 +135,19 @@ def _phenomenon_rows(paradigms: pd.DataFrame) -> pd.DataFrame:
 
 
 def collect(out: str | Path, imports: list[str | Path] | str | None = None, n_boot: int = N_BOOT,
-            seed: int = 0) -> pd.DataFrame:
+            seed: int = 0, grouping: str | None = None) -> pd.DataFrame:
     """Rebuild OUT/curves.parquet and OUT/curves.csv from OUT's completed units and imported results (added to
-    OUT/imported.parquet by `imports`: paths or globs of lm-eval results JSON files); return the table."""
+    OUT/imported.parquet by `imports`: paths or globs of lm-eval results JSON files); return the table.
+
+    Phenomenon rows follow `grouping` ("data" or "paper", fields.GROUPINGS; None: the grouping OUT's curves
+    already have, else "data"); field rows are added for paradigms whose field is known."""
     store = Store(out)
+    if store.is_sweep() and store.spec().kind != GRAMMAR:
+        raise StoreError(f"{store.out} holds a {store.spec().kind} run, which has no learning curves; "
+                         f"`trajectories analyze {store.out}` reports it")
+    if grouping is None:
+        grouping = _current_grouping(store)
+    fields.phenomena(grouping)  # a clear error for an unknown grouping, before any work
     if imports:
         new = import_lm_eval_json(expand_imports(imports))
         old, old_items = store.imported(), store.imported_items()
@@ -144,9 +165,28 @@ def collect(out: str | Path, imports: list[str | Path] | str | None = None, n_bo
         raise StoreError(f"{store.out} has no completed units yet; `trajectories status {store.out}` shows why")
     parts = [t for t in (curves_from_units(records), imported) if t is not None and len(t)]
     table = pd.concat(parts, ignore_index=True).drop_duplicates(list(CURVE_KEY), keep="first")
+    table = fields.grouped(table, grouping)
+    field_of = fields.BLIMP_FIELDS | {task: result.field for record in records
+                                      for task, result in record.tasks.items() if result.field}
     # One model's items at a time: a full suite's items need not fit in memory together.
-    table = tidy(pd.concat([with_phenomena(rows, store.items(model, records), n_boot, seed)
-                            for model, rows in table.groupby("model")], ignore_index=True))
+    per_model = []
+    for model, rows in table.groupby("model"):
+        items = store.items(model, records)
+        per_model += [with_phenomena(rows, items, n_boot, seed, grouping),
+                      fields.field_rows(rows, items, field_of, n_boot, seed)]
+    table = pd.concat([t for t in per_model if len(t)], ignore_index=True)
+    table = tidy(table.sort_values(["model", "level", "task", "step"], ignore_index=True))
     table = tidy(with_skipped(table, store.requested() if store.is_sweep() else []))
     store.save_curves(table)
     return table
+
+
+def _current_grouping(store: Store) -> str:
+    if not store.curves_path.exists():
+        return "data"
+    try:
+        curves = store.curves()
+    except StoreError:  # a damaged table is what this collect rebuilds; its grouping cannot be read back
+        return "data"
+    used = set(curves.get("grouping", ())) - {""}
+    return used.pop() if len(used) == 1 else "data"

@@ -1,5 +1,6 @@
 """The sweep engine: evaluate every pending (model, step) unit and store it; resumable, one failure never stops the
-rest.
+rest. Both experiments run through it: grammar sweeps and memorization runs (the spec's kind selects the unit
+evaluator, executors.new_evaluator).
 
 The units are evaluated by an executor (executors.py): in this process by default, or in worker processes or Slurm
 jobs. Whichever ran them, the outcome is read back from the store, so the summary and curves are the same.
@@ -29,10 +30,12 @@ from trajectories.executors import LocalExecutor, by_sweep
 from trajectories.integrity import Audit, reuse_lines
 from trajectories.planning import PlanningError, curves_from_table, plan, sweep_order
 from trajectories.schema import (
+    GRAMMAR,
     AdaptiveSettings,
     Checkpoint,
     Decision,
     EvalSettings,
+    MemorizationSpec,
     SweepSpec,
     UnitRecord,
     UnitResult,
@@ -55,6 +58,7 @@ class SweepSummary:
     seconds: float = 0.0
     model_loads: int = 0
     wandb_run: str | None = None  # the W&B run's URL (or folder, offline) when the curves were logged there
+    kind: str = GRAMMAR
     plans: dict[str, Decision] = field(default_factory=dict)  # adaptive: each model's stop record
     unplanned: list[str] = field(default_factory=list)  # adaptive: models it could not plan for, and why
 
@@ -63,9 +67,10 @@ class SweepSummary:
         return not self.failed and not self.left
 
     def report(self) -> str:
+        what = "sweep" if self.kind == GRAMMAR else self.kind
         store = Store(self.out)
         lines = [
-            f"sweep: {len(self.done)} evaluated, {len(self.skipped)} already done, {len(self.failed)} failed, "
+            f"{what}: {len(self.done)} evaluated, {len(self.skipped)} already done, {len(self.failed)} failed, "
             f"{len(self.reused)} reused (identical weights) in {self.seconds:.1f} s"
         ]
         lines += [f"  damaged {ckpt.model.name} step {ckpt.step}: {reason}; its files were moved to "
@@ -83,26 +88,30 @@ class SweepSummary:
         if self.jobs:
             lines.append(f"jobs:    {' '.join(self.jobs)} (logs in {store.jobs_dir})")
         lines.append(f"results: {store.units}")
-        if store.curves_path.exists():
+        if self.kind != GRAMMAR:
+            lines.append(f"rows:    {store.rows_path}; analyse with `trajectories analyze {self.out}`")
+        elif store.curves_path.exists():
             lines.append(f"curves:  {store.curves_path} (and .csv)")
         lines += [f"W&B:     {self.wandb_run}"] if self.wandb_run else []
         return "\n".join(lines)
 
 
 def run_sweep(
-    spec: SweepSpec, checkpoints: list[Checkpoint], out: str | Path, settings: EvalSettings, force: bool = False,
-    suite_description: str = "", progress: bool = True, executor=None, suite=None, duplicates: str = "reuse",
-    order: str = "coarse-to-fine", budget: str | None = None, adaptive: AdaptiveSettings | None = None,
+    spec: SweepSpec | MemorizationSpec, checkpoints: list[Checkpoint], out: str | Path, settings: EvalSettings,
+    force: bool = False, suite_description: str = "", progress: bool = True, executor=None, suite=None,
+    duplicates: str = "reuse", rows: pd.DataFrame | None = None, order: str = "coarse-to-fine",
+    budget: str | None = None, adaptive: AdaptiveSettings | None = None,
 ) -> SweepSummary:
     """`suite`: the checkpoints' suite, to audit them (None: no audit); `duplicates`: "reuse" or "evaluate";
-    `order`: one of schema.ORDERS; `budget`: evaluate only the first so many of each model's coarse-to-fine order;
-    `adaptive`: evaluate only the checkpoints planning.plan chooses."""
+    `rows`: a memorization run's training rows to score (schema.ROW_COLUMNS), recorded in OUT; `order`: one of
+    schema.ORDERS; `budget`: evaluate only the first so many of each model's coarse-to-fine order; `adaptive`:
+    evaluate only the checkpoints planning.plan chooses."""
     from trajectories.suites import audit_checkpoints
 
     started, started_at = time.perf_counter(), time.time()
     store = Store(out)
-    store.open(spec, checkpoints, suite_description)
-    summary = SweepSummary(store.out)
+    store.open(spec, checkpoints, suite_description, rows)
+    summary = SweepSummary(store.out, kind=spec.kind)
     sweep = uuid.uuid4().hex[:12]  # each unit's record names the sweep that evaluated it
     failing, groups = {}, {}
     if suite is not None:
@@ -120,7 +129,7 @@ def run_sweep(
     else:
         _adaptive(units, checkpoints, adaptive)
     summary.damaged = [(ckpt, why) for ckpt, why in summary.damaged if ckpt not in summary.left]
-    if store.records():
+    if spec.kind == GRAMMAR and store.records():  # a memorization folder has no curves: `analyze` reads its rows
         collect(store.out)
     summary.seconds = time.perf_counter() - started
     return summary

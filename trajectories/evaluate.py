@@ -17,6 +17,7 @@ import hashlib
 import json
 import resource
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,12 +140,56 @@ def check_weights_finite(ckpt: Checkpoint, model: torch.nn.Module) -> None:
         raise EvaluationError(f"{ckpt.describe()}: weights hold NaN or infinite values in {_names(bad)}")
 
 
+def checkpoint_dtype(dtype: str, device: str, ckpt: Checkpoint) -> str:
+    """The dtype to build a checkpoint in: the one asked for, else float32 on a CPU (half precision there is slow and
+    loses the small log-prob differences we measure), else the precision it was trained in (or its config's)."""
+    if dtype != "auto":
+        return dtype
+    if not device.startswith("cuda"):
+        return "float32"
+    return ckpt.model.train_dtype or "auto"
+
+
+class Prefetcher:
+    """Builds checkpoints' models on the CPU, the next one in the background while the current one runs; at most one
+    checkpoint is held ahead, bounding memory."""
+
+    def __init__(self, dtype: Callable[[Checkpoint], str], trust_remote_code: bool):
+        self.dtype, self.trust_remote_code = dtype, trust_remote_code
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
+        self._ahead: tuple[tuple[str, int], Future] | None = None
+
+    def prefetch(self, ckpt: Checkpoint) -> None:
+        self._ahead = (ckpt.key, self._pool.submit(fetch, ckpt, self.dtype(ckpt), self.trust_remote_code))
+
+    def get(self, ckpt: Checkpoint) -> FetchedCheckpoint:
+        ahead, self._ahead = self._ahead, None
+        if ahead and ahead[0] == ckpt.key:
+            return ahead[1].result()
+        return fetch(ckpt, self.dtype(ckpt), self.trust_remote_code)
+
+
+def provenance(fetched: FetchedCheckpoint, model: torch.nn.Module, batch_size: int) -> dict:
+    """How a unit was evaluated: versions, the checkpoint's commit and weight files, device, dtype, batch size and
+    peak memory."""
+    param = next(model.parameters())
+    return {
+        "versions": versions(), "commit": fetched.commit, "weights": fetched.weights,
+        "device": str(param.device), "dtype": str(param.dtype).removeprefix("torch."), "batch_size": batch_size,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_gpu_mb": torch.cuda.max_memory_allocated(param.device) / 2**20 if param.device.type == "cuda" else None,
+    }
+
+
 def items_of(ckpt: Checkpoint, samples: dict[str, list[dict]]) -> pd.DataFrame:
-    """One row per document: the target choice's log-prob against the best other choice's (for a minimal pair, the
-    good and the bad sentence), and lm-eval's own acc for it."""
+    """One row per document of a multiple-choice task: the target choice's log-prob against the best other
+    choice's (for a minimal pair, the good and the bad sentence), and lm-eval's own acc for it. Perplexity tasks
+    (loglikelihood_rolling) have no choices to compare: their documents give no rows, only lm-eval's metrics."""
     rows = []
     for task, task_samples in samples.items():
         for sample in task_samples:
+            if "acc" not in sample:
+                continue
             logps = [resp[0] for resp in sample["filtered_resps"]]
             target = sample["target"]
             others = [lp for i, lp in enumerate(logps) if i != target]
@@ -172,35 +217,18 @@ class Evaluator:
         for task in self.task_dict["tasks"].values():
             lmeval.reuse_task_work(task)
         self.phenomena = {task: self.catalog.phenomenon(task) for task in spec.tasks}
+        self.fields = {task: self.catalog.field(task) for task in spec.tasks}
         self.lm: lmeval.SweepLM | None = None
         self.lm_identity: tuple | None = None
         self.token_caches: dict[str, dict] = {}  # tokenizer fingerprint -> tokenizations, shared across models
         self.model_loads = 0  # lets tests prove that a resume evaluates nothing
-        self._prefetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
-        self._prefetched: tuple[tuple[str, int], Future] | None = None
-
-    def dtype(self, ckpt: Checkpoint) -> str:
-        if self.spec.dtype != "auto":
-            return self.spec.dtype
-        if not self.settings.device.startswith("cuda"):
-            return "float32"  # half precision on a CPU is slow and loses the small log-prob differences we measure
-        return ckpt.model.train_dtype or "auto"  # "auto": the dtype in the checkpoint's config
-
-    def prefetch(self, ckpt: Checkpoint) -> None:
-        """Start building `ckpt` in the background; at most one checkpoint is held ahead, bounding memory."""
-        future = self._prefetcher.submit(fetch, ckpt, self.dtype(ckpt), self.spec.trust_remote_code)
-        self._prefetched = (ckpt.key, future)
-
-    def _fetched(self, ckpt: Checkpoint) -> FetchedCheckpoint:
-        prefetched, self._prefetched = self._prefetched, None
-        if prefetched and prefetched[0] == ckpt.key:
-            return prefetched[1].result()
-        return fetch(ckpt, self.dtype(ckpt), self.spec.trust_remote_code)
+        self.fetcher = Prefetcher(lambda ckpt: checkpoint_dtype(spec.dtype, settings.device, ckpt),
+                                  spec.trust_remote_code)
 
     def load(self, ckpt: Checkpoint, next_ckpt: Checkpoint | None = None) -> FetchedCheckpoint:
         """Stage fetch + load: the checkpoint's model in the lm-eval model object; the next one starts fetching."""
         try:
-            fetched = self._fetched(ckpt)
+            fetched = self.fetcher.get(ckpt)
             self.model_loads += 1
             model = fetched.model.to(self.settings.device)
             identity = fetched.identity
@@ -219,7 +247,7 @@ class Evaluator:
             raise EvaluationError(f"could not load {ckpt.describe()}: {type(err).__name__}: {err}") from err
         finally:
             if next_ckpt is not None:
-                self.prefetch(next_ckpt)
+                self.fetcher.prefetch(next_ckpt)
         return fetched
 
     def run(self) -> dict:
@@ -228,25 +256,20 @@ class Evaluator:
             torch.cuda.reset_peak_memory_stats(self.lm.device)
         return lmeval.run(self.lm, self.task_dict, self.spec.limit)
 
-    def results(self, output: dict, items: pd.DataFrame) -> dict[str, TaskResult]:
-        """Stage results: lm-eval's accuracy per task (and its whole metric dict)."""
+    def results(self, output: dict) -> dict[str, TaskResult]:
+        """Stage results: lm-eval's accuracy per task (NaN for a task without one, e.g. a perplexity task, whose
+        metrics are in the metric dict) and its whole metric dict; n counts the task's documents."""
         tasks = {}
         for task in self.spec.tasks:
             metrics = output["results"][task]
             stderr = metrics.get("acc_stderr,none")
-            tasks[task] = TaskResult(metrics["acc,none"], stderr if isinstance(stderr, float) else float("nan"),
-                                     int((items.task == task).sum()), self.phenomena[task], metrics)
+            tasks[task] = TaskResult(metrics.get("acc,none", float("nan")),
+                                     stderr if isinstance(stderr, float) else float("nan"),
+                                     len(output["samples"][task]), self.phenomena[task], metrics, self.fields[task])
         return tasks
 
     def provenance(self, fetched: FetchedCheckpoint) -> dict:
-        model, device = self.lm.model, self.lm.device
-        return {
-            "versions": versions(), "commit": fetched.commit, "weights": fetched.weights,
-            "device": str(model.device), "dtype": str(model.dtype).removeprefix("torch."),
-            "batch_size": self.lm.rows_per_batch,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "peak_gpu_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
-        }
+        return provenance(fetched, self.lm.model, self.lm.rows_per_batch)
 
     def evaluate(self, ckpt: Checkpoint, next_ckpt: Checkpoint | None = None) -> UnitResult:
         started = time.perf_counter()
@@ -259,4 +282,4 @@ class Evaluator:
         items = items_of(ckpt, output["samples"])
         check_finite(ckpt, items)
         seconds = {"read": fetched.seconds, "load": loaded - started, "evaluate": evaluated - loaded}
-        return UnitResult(self.results(output, items), items, seconds, self.provenance(fetched))
+        return UnitResult(self.results(output), items, seconds, self.provenance(fetched))

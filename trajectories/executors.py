@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from trajectories import locks, slurm
 from trajectories.planning import interleave, job_slices
-from trajectories.schema import Checkpoint, EvalSettings, SweepSpec, UnitState
+from trajectories.schema import MEMORIZATION, Checkpoint, EvalSettings, MemorizationSpec, SweepSpec, UnitState
 from trajectories.store import Store
 
 log = logging.getLogger(__name__)
@@ -30,6 +30,18 @@ log = logging.getLogger(__name__)
 # Settings a job must see as the submitting shell did (offline mode, caches, BLiMP folder), even where a cluster's
 # sbatch does not export the environment; secrets are left out of the job files.
 CARRIED_ENV = ("HF_", "TRANSFORMERS_", "TRAJECTORIES_")
+
+
+def new_evaluator(spec: SweepSpec | MemorizationSpec, settings: EvalSettings, store: Store):
+    """The unit evaluator of the spec's experiment. Imported here: jobs set their environment before transformers
+    loads."""
+    if spec.kind == MEMORIZATION:
+        from trajectories.memorization import MemorizationEvaluator
+
+        return MemorizationEvaluator(spec, settings, store.rows())
+    from trajectories.evaluate import Evaluator
+
+    return Evaluator(spec, settings)
 
 
 def by_sweep(record, sweep: str) -> bool:
@@ -56,8 +68,8 @@ class UnitWorker:
     A unit another live process holds is waited for, and taken over if that process dies, so when `run` returns each
     unit is done or failed."""
 
-    def __init__(self, spec: SweepSpec, out: str | Path, settings: EvalSettings, owner: dict, force: bool = False,
-                 poll_s: float = 2):
+    def __init__(self, spec: SweepSpec | MemorizationSpec, out: str | Path, settings: EvalSettings, owner: dict,
+                 force: bool = False, poll_s: float = 2):
         self.spec, self.settings, self.owner, self.force, self.poll_s = spec, settings, owner, force, poll_s
         self.store, self.started = Store(out), time.time()
         self.evaluator = None  # built on the first unit that needs it: a resume that evaluates nothing loads nothing
@@ -107,10 +119,8 @@ class UnitWorker:
     def evaluate(self, ckpt: Checkpoint, next_ckpt: Checkpoint | None) -> None:
         """Evaluate and store one unit we hold. A failed evaluation is stored as the unit's failure, and the worker
         goes on; a unit that cannot be stored (a full disk, a read-only OUT) stops it: so would every other."""
-        from trajectories.evaluate import Evaluator  # here: jobs set their environment before transformers loads
-
         try:
-            self.evaluator = self.evaluator or Evaluator(self.spec, self.settings)
+            self.evaluator = self.evaluator or new_evaluator(self.spec, self.settings, self.store)
             result = self.evaluator.evaluate(ckpt, next_ckpt)
         except Exception as err:  # noqa: BLE001 - a failed unit is recorded and the sweep goes on
             log.warning("FAILED %s step %s: %s: %s", ckpt.model.name, ckpt.step, type(err).__name__, err)
@@ -125,7 +135,7 @@ class UnitsJob(submitit.helpers.Checkpointable):
     """What a worker process or Slurm job runs: a UnitWorker on its units. When Slurm preempts or times out the job,
     submitit requeues it with the same units (checkpoint()); done units are skipped on the rerun."""
 
-    spec: SweepSpec
+    spec: SweepSpec | MemorizationSpec
     out: str
     settings: EvalSettings
     sweep: str

@@ -18,9 +18,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from trajectories.curves import with_phenomena
 from trajectories.errors import UserError
-from trajectories.schema import CURVE_COLUMNS
+from trajectories.schema import CURVE_COLUMNS, Level, field_key
 from trajectories.stats import N_BOOT
 
 BLIMP_PHENOMENA: dict[str, str] = json.loads(Path(__file__).with_name("blimp_paradigms.json").read_text())
@@ -70,15 +69,24 @@ def _relabelled(curves: pd.DataFrame, labels: Mapping[str, str]) -> pd.DataFrame
     return paradigms.assign(phenomenon=label)[label != ""]
 
 
+def grouped(curves: pd.DataFrame, grouping: str = "data") -> pd.DataFrame:
+    """The curve table with BLiMP paradigm rows' phenomena as `grouping` has them (other tasks keep theirs)."""
+    mapping = phenomena(grouping)
+    blimp = (curves.level == Level.PARADIGM) & (curves.task.map(paradigm_of) != "")
+    if not blimp.any():
+        return curves
+    curves = curves.copy()
+    curves.loc[blimp, "phenomenon"] = curves.task[blimp].map(lambda t: mapping[paradigm_of(t)])
+    return curves
+
+
 def regroup(curves: pd.DataFrame, items: pd.DataFrame | None = None, grouping: str = "paper",
             n_boot: int = N_BOOT, seed: int = 0) -> pd.DataFrame:
     """The curve table with BLiMP paradigms' phenomena, and the phenomenon rows, rebuilt under a grouping (other
     tasks keep theirs); phenomenon rows get bootstrap CIs over items where the item table has them."""
-    mapping = phenomena(grouping)
-    table = curves[curves.level != "phenomenon"].copy()
-    blimp = (table.level == "paradigm") & (table.task.map(paradigm_of) != "")
-    table.loc[blimp, "phenomenon"] = table.task[blimp].map(lambda t: mapping[paradigm_of(t)])
-    return with_phenomena(table, items, n_boot, seed)
+    from trajectories.curves import with_phenomena  # curves builds on this module
+
+    return with_phenomena(grouped(curves, grouping), items, n_boot, seed, grouping)
 
 
 def field_rows(curves: pd.DataFrame, items: pd.DataFrame | None = None, fields: Mapping[str, str] | None = None,
@@ -86,9 +94,12 @@ def field_rows(curves: pd.DataFrame, items: pd.DataFrame | None = None, fields: 
     """Field rows (CURVE_COLUMNS, level "field", task "field:<name>", phenomenon = the field name): at each
     (model, step) the mean of the field's paradigm accuracies, with a bootstrap CI over items as phenomenon rows
     have (stderr-based where there are no items). fields: paradigm or task -> field (default: BLiMP's)."""
+    from trajectories.curves import with_phenomena
+
     paradigms = _relabelled(curves, BLIMP_FIELDS if fields is None else fields)
     if paradigms.empty:
         return pd.DataFrame(columns=list(CURVE_COLUMNS))
     rows = with_phenomena(paradigms, items, n_boot, seed)
-    rows = rows[rows.level == "phenomenon"]
-    return rows.assign(level="field", task="field:" + rows.phenomenon)[list(CURVE_COLUMNS)].reset_index(drop=True)
+    rows = rows[rows.level == Level.PHENOMENON]
+    return rows.assign(level=str(Level.FIELD), task=rows.phenomenon.map(field_key), grouping="")[
+        list(CURVE_COLUMNS)].reset_index(drop=True)

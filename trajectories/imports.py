@@ -106,7 +106,7 @@ def _checkpoint_of(path: Path, data: dict) -> tuple[ModelInfo, int, int | None, 
     return model, step, step * model.tokens_per_step if model.tokens_per_step else None, None, where
 
 
-def _metric_rows(data: dict) -> list[dict]:
+def metric_rows(data: dict) -> list[dict]:
     """(task, value, stderr, n) per numeric metric: `acc` keeps the task's name, others become "<task>/<metric>".
     Groups (lm-eval 0.4 lists them among the results too) are left out: phenomenon rows are computed here."""
     n_samples = data.get("n-samples") or {}
@@ -133,14 +133,14 @@ def _metric_rows(data: dict) -> list[dict]:
 def _import_one(path: Path) -> pd.DataFrame:
     data = _read_results_json(path)
     model, step, tokens, same_weights_as, where = _checkpoint_of(path, data)
-    rows = _metric_rows(data)
+    rows = metric_rows(data)
     if not rows:
         raise ResultsImportError(f"{path}: its results hold no numeric metrics")
     print(f"import {path}: {model.name} step {step} (the step from {where})", file=sys.stderr)
     configs = data.get("configs") or {}
     table = pd.DataFrame(rows).assign(
         model=model.name, size=model.size, params=model.params, deduped=model.deduped, step=step, tokens=tokens,
-        ci_method="stderr", same_weights_as=same_weights_as,
+        ci_method="stderr", same_weights_as=same_weights_as, seed=model.seed, grouping="",
     )
     table["phenomenon"] = table.task.map(lambda task: _config_phenomenon(configs.get(task)))
     table["ci_low"], table["ci_high"] = table.acc - Z95 * table.acc_stderr, table.acc + Z95 * table.acc_stderr

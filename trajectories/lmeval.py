@@ -49,7 +49,7 @@ INTERNALS = (
     (ConfigurableTask, "build_all_requests"), (ConfigurableTask, "eval_docs"), (ConfigurableTask, "doc_to_choice"),
     (TaskManager, "task_index"), (Kind, "TASK"), (Kind, "GROUP"), (Kind, "TAG"),
 )
-HFLM_STATE = ("_model", "softmax_dtype", "add_bos_token", "batch_size")
+HFLM_STATE = ("_model", "softmax_dtype", "add_bos_token", "batch_size", "batch_size_per_gpu")
 
 
 def check_internals(lm: HFLM | None = None) -> list[str]:
@@ -231,6 +231,15 @@ class SweepLM(HFLM):
 
     def loglikelihood(self, requests, disable_tqdm: bool = False):
         return super().loglikelihood(requests, disable_tqdm=True)  # a sweep draws one bar over checkpoints
+
+    def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):
+        # With batch_size "auto", lm-eval sizes the batches of rolling windows by trial forward passes at full
+        # length on every call (and prints); this model already knows its batch size.
+        requested, self.batch_size_per_gpu = self.batch_size_per_gpu, self.rows_per_batch
+        try:
+            return super().loglikelihood_rolling(requests, disable_tqdm=True)
+        finally:
+            self.batch_size_per_gpu = requested
 
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs=None):
         if self.backend != "causal":

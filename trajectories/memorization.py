@@ -1,4 +1,5 @@
-"""Memorization of training rows by one checkpoint, measured as EleutherAI measured it for Pythia.
+"""Memorization of training rows by one checkpoint, measured as EleutherAI measured it for Pythia, and the unit
+evaluator of memorization runs (`trajectories memorization`).
 
 EleutherAI (predictable-memorization/eval_memorization.py) prompts with a row's tokens [0:32], generates 32 tokens
 greedily (`generate(..., max_length=64, min_length=64)`) and scores the fraction equal to tokens [32:64]; a row is
@@ -14,21 +15,31 @@ EOS: `min_length=64` makes `generate` ban the EOS token until 64 tokens exist, i
 true continuation that contains EOS (a document boundary in Pythia's packed rows) can never be matched there. With
 `ban_eos=True` (the default) both the argmax and the decoding exclude EOS in the same way, keeping the numbers
 comparable with EleutherAI's and `memorized` identical to `generate`'s verdict. The log-probability is the model's,
-unchanged.
+unchanged. Where rows pack short documents (the demo's sentences), ban_eos=False lets such rows count.
 """
 
 from __future__ import annotations
 
 import inspect
+import time
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import torch
 
+from trajectories import hub
 from trajectories.errors import UserError
-from trajectories.memorization_analysis import MEMORIZATION_COLUMNS
-from trajectories.trainingdata import TrainingData
+from trajectories.evaluate import EvaluationError, Prefetcher, checkpoint_dtype, provenance
+from trajectories.schema import (
+    MEMORIZATION_COLUMNS,
+    Checkpoint,
+    EvalSettings,
+    MemorizationSpec,
+    UnitResult,
+    data_variant,
+)
+from trajectories.trainingdata import TrainingData, open_training_data
 
 PREFIX, CONTINUATION = 32, 32
 
@@ -137,15 +148,85 @@ def score_checkpoint(model, model_name: str, step: int, data: TrainingData, rows
     """One (model, checkpoint) unit: score rows of a training-data file; a table of MEMORIZATION_COLUMNS, one line
     per row (sorted, duplicates dropped).
 
-    seen_only: drop rows the checkpoint has not been trained on yet (EleutherAI scores rows < step * batch_size).
+    rows: row indices, or a table with columns row, canary and repetitions (schema.ROW_COLUMNS); plain indices are
+    sampled rows (not canaries, repetitions unknown).
+    seen_only: drop rows the checkpoint has not been trained on yet (EleutherAI scores rows < step * rows_per_step).
     options: those of `score_rows` (prefix, continuation, batch_size, generate, ban_eos)."""
-    rows = np.unique(np.asarray(rows, dtype=np.int64))
-    seen_at = data.step_of(rows)
+    if not isinstance(rows, pd.DataFrame):
+        rows = pd.DataFrame({"row": np.asarray(rows, dtype=np.int64), "canary": False,
+                             "repetitions": pd.array([pd.NA] * len(rows), dtype="Int64")})
+    rows = rows.drop_duplicates("row").sort_values("row")
+    seen_at = data.step_of(rows.row.to_numpy(np.int64))
     if seen_only:
         rows, seen_at = rows[seen_at < step], seen_at[seen_at < step]
     columns = options.get("prefix", PREFIX) + options.get("continuation", CONTINUATION)
-    scores = score_rows(model, data.tokens(rows, columns), **options)
-    table = pd.DataFrame({"model": model_name, "step": step, "row": rows, "seen_at_step": seen_at,
+    scores = score_rows(model, data.tokens(rows.row, columns), **options)
+    table = pd.DataFrame({"model": model_name, "step": step, "row": rows.row.to_numpy(np.int64),
+                          "seen_at_step": seen_at, "canary": rows.canary.to_numpy(bool),
+                          "repetitions": rows.repetitions.astype("Int64").to_numpy(),
                           "memorized": scores.memorized, "match_fraction": scores.match_fraction,
                           "logp": scores.logp, "tf_match_fraction": scores.tf_match_fraction})
     return table[list(MEMORIZATION_COLUMNS)]
+
+
+class MemorizationEvaluator:
+    """Scores checkpoints one after another on the rows recorded in the results folder (schema.ROW_COLUMNS), each
+    model on the rows of the data it was trained on; the next checkpoint is built in the background meanwhile.
+
+    batch_size "auto": 64 rows on a CPU; on a GPU 1024, halved on out-of-memory (and kept for later units)."""
+
+    def __init__(self, spec: MemorizationSpec, settings: EvalSettings, rows: pd.DataFrame):
+        self.spec, self.settings = spec, settings
+        self.rows = {variant: group for variant, group in rows.groupby("data")}
+        self.data = {variant: open_training_data(path, spec.row_len, spec.rows_per_step, spec.token_dtype)
+                     for variant, path in spec.data}
+        self.fetcher = Prefetcher(lambda ckpt: checkpoint_dtype(spec.dtype, settings.device, ckpt),
+                                  spec.trust_remote_code)
+        self.auto_batch = settings.batch_size == "auto"
+        self.batch_size = (1024 if settings.device.startswith("cuda") else 64) if self.auto_batch else \
+            int(settings.batch_size)
+        self.model_loads = 0  # lets tests prove that a resume evaluates nothing
+
+    def load(self, ckpt: Checkpoint, next_ckpt: Checkpoint | None):
+        try:
+            fetched = self.fetcher.get(ckpt)
+            self.model_loads += 1
+            return fetched, fetched.model.to(self.settings.device)
+        except EvaluationError:  # the load guard's, which names what is wrong
+            raise
+        except Exception as err:  # noqa: BLE001 - any load failure (missing revision, corrupt weights) fails the unit
+            raise EvaluationError(f"could not load {ckpt.describe()}: {type(err).__name__}: {err}") from err
+        finally:
+            if next_ckpt is not None:
+                self.fetcher.prefetch(next_ckpt)
+
+    def score(self, model, ckpt: Checkpoint) -> pd.DataFrame:
+        variant = data_variant(ckpt.model)
+        rows = self.rows.get(variant, pd.DataFrame(columns=["row", "canary", "repetitions"]))
+        options = {"prefix": self.spec.prefix, "continuation": self.spec.continuation, "generate": self.spec.generate,
+                   "ban_eos": self.spec.ban_eos}
+        while True:
+            try:
+                return score_checkpoint(model, ckpt.model.name, ckpt.step, self.data[variant], rows,
+                                        batch_size=self.batch_size, **options)
+            except torch.cuda.OutOfMemoryError:
+                if not self.auto_batch or self.batch_size == 1:
+                    raise
+                self.batch_size //= 2
+                torch.cuda.empty_cache()
+
+    def evaluate(self, ckpt: Checkpoint, next_ckpt: Checkpoint | None = None) -> UnitResult:
+        started = time.perf_counter()
+        fetched, model = self.load(ckpt, next_ckpt)
+        loaded = time.perf_counter()
+        if model.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(model.device)
+        items = self.score(model, ckpt)
+        scored = time.perf_counter()
+        if fetched.commit:
+            hub.evict(fetched.folder, self.settings.evict)
+        bad = int((~np.isfinite(items.logp.to_numpy(float))).sum())
+        if bad:
+            raise EvaluationError(f"{ckpt.describe()}: {bad} rows have NaN or infinite log-probabilities")
+        seconds = {"read": fetched.seconds, "load": loaded - started, "evaluate": scored - loaded}
+        return UnitResult({}, items, seconds, provenance(fetched, model, self.batch_size))

@@ -1,4 +1,4 @@
-"""Training order and memorization: pure functions of the per-row results table (MEMORIZATION_COLUMNS).
+"""Training order and memorization: pure functions of the per-row results table (schema.MEMORIZATION_COLUMNS).
 
 Are rows seen later in training more likely to be memorized? Every function works per (model, checkpoint step) and
 uses only rows the checkpoint had been trained on (seen_at_step < step): a row's memorization is only defined once
@@ -25,16 +25,8 @@ import pandas as pd
 from scipy import stats
 
 from trajectories.errors import UserError
+from trajectories.schema import MEMORIZATION_COLUMNS
 
-# Per-row results of one (model, checkpoint) unit, one line per training row scored.
-#   model, step: the checkpoint; row: index of the row in the training-data file; seen_at_step: the step whose batch
-#   held it (row // batch_size); memorized: greedy decoding from tokens [0:32] reproduces tokens [32:64] exactly;
-#   match_fraction: EleutherAI's score, the share of 32 greedily generated tokens equal to the true ones (NaN when
-#   generation was not run); logp: summed log-probability of the true continuation given the true tokens before;
-#   tf_match_fraction: share of continuation tokens that are the argmax given the true tokens before (teacher forced).
-MEMORIZATION_COLUMNS = (
-    "model", "step", "row", "seen_at_step", "memorized", "match_fraction", "logp", "tf_match_fraction",
-)
 Z95 = float(stats.norm.ppf(0.975))
 N_BOOT, N_PERM = 1000, 1000
 KEYS = ["model", "step"]
@@ -78,7 +70,8 @@ def wilson(k, n, z: float = Z95) -> tuple[np.ndarray, np.ndarray]:
 
 def newcombe(k1, n1, k2, n2, z: float = Z95) -> tuple[np.ndarray, np.ndarray]:
     """Newcombe's hybrid score interval for the difference of two independent proportions, k1/n1 - k2/n2."""
-    p1, p2 = np.asarray(k1, float) / n1, np.asarray(k2, float) / n2
+    with np.errstate(invalid="ignore", divide="ignore"):  # NaN where a group is empty
+        p1, p2 = np.asarray(k1, float) / n1, np.asarray(k2, float) / n2
     (l1, u1), (l2, u2) = wilson(k1, n1, z), wilson(k2, n2, z)
     d = p1 - p2
     return d - np.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2), d + np.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
@@ -279,7 +272,8 @@ def _with_meta(table: pd.DataFrame, meta: pd.DataFrame, column: str) -> pd.DataF
                                         f"{', '.join(map(str, meta.columns))}")
     if meta.row.duplicated().any():
         raise MemorizationAnalysisError(f"the row metadata lists row {meta.row[meta.row.duplicated()].iloc[0]} twice")
-    merged = seen_rows(table).merge(meta[["row", column]], on="row", how="inner")
+    # The metadata's column wins over one of the same name in the table (its canaries' repetitions).
+    merged = seen_rows(table).drop(columns=column, errors="ignore").merge(meta[["row", column]], on="row", how="inner")
     if merged.empty:
         raise MemorizationAnalysisError(f"no scored row has a {column!r} in the row metadata")
     return merged

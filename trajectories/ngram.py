@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing
+import os
 import re
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -156,8 +158,9 @@ def train(lines: Iterable[str], order: int = 3, tokenize: Callable[[str], list[s
 
 # ---------------------------------------------------------------------------------------------------- pairs
 def read_pairs(path: str | Path) -> pd.DataFrame:
-    """Minimal pairs from a BLiMP-style jsonl file, or every *.jsonl in a folder: task (UID, else the file name),
-    item, phenomenon (linguistics_term, else ""), sentence_good, sentence_bad."""
+    """Minimal pairs from a BLiMP-style jsonl file (or a task file of `tasks add`, with `choices`), or every *.jsonl
+    in a folder: task (UID, else the file name), item, phenomenon (linguistics_term, else ""), sentence_good,
+    sentence_bad."""
     path = Path(path)
     files = sorted(path.glob("*.jsonl")) if path.is_dir() else [path]
     if not files:
@@ -169,10 +172,15 @@ def read_pairs(path: str | Path) -> pd.DataFrame:
                 continue
             try:
                 pair = json.loads(line)
+                if "sentence_good" in pair or "choices" not in pair:
+                    good, bad = pair["sentence_good"], pair["sentence_bad"]
+                else:  # a task file written by `tasks add`: choices [good, bad], after a shared prefix if any
+                    prefix = pair["prefix"] + " " if pair.get("prefix") else ""
+                    good, bad = prefix + pair["choices"][0], prefix + pair["choices"][1]
                 rows.append({"task": pair.get("UID", file.stem), "item": i,
-                             "phenomenon": pair.get("linguistics_term", ""),
-                             "sentence_good": pair["sentence_good"], "sentence_bad": pair["sentence_bad"]})
-            except (json.JSONDecodeError, KeyError, TypeError) as err:
+                             "phenomenon": pair.get("linguistics_term", ""), "sentence_good": good,
+                             "sentence_bad": bad})
+            except (json.JSONDecodeError, KeyError, TypeError, IndexError) as err:
                 raise NgramError(f"{file}:{i + 1}: not a minimal pair with sentence_good and sentence_bad ({err})") \
                     from err
     return pd.DataFrame(rows)
@@ -194,3 +202,31 @@ def paradigm_accuracy(scored: pd.DataFrame) -> pd.DataFrame:
     table = scored.groupby(["task", "phenomenon"]).correct.agg(n="size", acc="mean").reset_index()
     table["acc_stderr"] = np.sqrt(table.acc * (1 - table.acc) / table.n)
     return table[list(ACCURACY_COLUMNS)]
+
+
+# baselines: one row per (order, task): ACCURACY_COLUMNS and the n-gram order.
+BASELINE_COLUMNS = ("order", *ACCURACY_COLUMNS)
+ORDERS = (1, 2, 3, 4, 5)
+
+
+def _order_accuracy(corpus: str, order: int, pairs: pd.DataFrame) -> pd.DataFrame:
+    lm = NgramLM.from_file(corpus, order, words_and_punctuation)
+    return paradigm_accuracy(score_pairs(lm, pairs)).assign(order=order)
+
+
+def baselines(corpus: str | Path, pairs: pd.DataFrame, orders: Sequence[int] = ORDERS,
+              workers: int | None = None) -> pd.DataFrame:
+    """Accuracy per task of an interpolated modified Kneser-Ney model of each order trained on `corpus` (a text
+    file, one sentence per line; words and punctuation marks are tokens), on `pairs` (read_pairs' columns); one
+    order per worker process (BASELINE_COLUMNS)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    if not Path(corpus).is_file():
+        raise NgramError(f"{corpus}: no such corpus file")
+    workers = workers or min(len(orders), os.cpu_count() or 1)
+    if workers == 1:
+        parts = [_order_accuracy(str(corpus), order, pairs) for order in orders]
+    else:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            parts = list(pool.map(_order_accuracy, [str(corpus)] * len(orders), orders, [pairs] * len(orders)))
+    return pd.concat(parts, ignore_index=True)[list(BASELINE_COLUMNS)]

@@ -31,12 +31,13 @@ from scipy.special import expit
 from trajectories.analysis import (
     CHANCE,
     AnalysisError,
+    above_chance,
     ci_label,
     grammar_units,
     monotone_fit,
     unit_replicates,
 )
-from trajectories.stats import N_BOOT, Z95, Replicates, censored_ci
+from trajectories.stats import N_BOOT, Replicates, censored_ci
 
 METHODS = ("sigmoid", "isotonic")
 CENSOR_SHARE = 0.5
@@ -336,13 +337,13 @@ def isotonic_onset(rep: Replicates, n: np.ndarray, fraction: float | None = None
     low = np.where(boot_j >= len(x), np.inf, x[np.clip(boot_j - 1, 0, len(x) - 1)])
     high = np.where(boot_j >= len(x), np.inf, x[np.clip(boot_j, 0, len(x) - 1)])
     ci_low, ci_high = (float(v) for v in step_of(np.array(censored_ci(low, high))))
-    final, final_se = fit[-1, 0], float(np.std(fit[-1, 1:]))
+    final = fit[-1, 0]
     var = _noise_var(rep, np.asarray(n, float))
     sst = (w * (y - np.average(y, weights=w)) ** 2).sum()
     note = ""
     if len(steps) < min_steps:
         note = "too few checkpoints"
-    elif not final - CHANCE > Z95 * final_se:
+    elif not above_chance(y, reps)[2]:
         note = "not acquired: final accuracy within noise of chance"
     acquired = not note
     step = float(step_of(crossing[0]))

@@ -1,6 +1,6 @@
 """Data contracts shared by every stage, defined once here: the unit of work (a checkpoint), what a results folder
-measures (the sweep spec), how units are run (settings), the records a unit leaves in the store, and the columns of
-every table.
+measures (the spec of its experiment: a grammar sweep or a memorization run), how units are run (settings), the
+records a unit leaves in the store, and the columns of every table.
 
 Records round-trip through JSON in the layout the store has always written, so older results folders still read.
 """
@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import enum
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, ClassVar
+
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -122,15 +125,52 @@ class Finding:
     detail: str  # plain words, e.g. "steps 0, 1, 2 have identical weights"
 
 
-@dataclass(frozen=True)
-class SweepSpec:
-    """What a results folder measures. A sweep into an OUT made with a different spec is refused.
+# The experiments a results folder can hold, one per folder; a spec's `kind` selects how its units are evaluated.
+GRAMMAR, MEMORIZATION = "grammar", "memorization"
+
+
+class _Spec:
+    """What both experiments' specs share: a JSON form that names the kind, and what makes results incomparable.
 
     `suite` says what the suite is, however it was typed: "pythia", "hf:<org/repo>", or "local:<resolved folder>"
     (folders written before suites were identified hold the string as typed then). `suite_fingerprint` holds, per
     model of a local suite, a digest of its checkpoints' architecture and tokenizer, so a folder rebuilt with other
     models under the same path is told apart; steps are left out, so a suite whose training goes on stays itself."""
 
+    kind: ClassVar[str]
+
+    def as_dict(self) -> dict:
+        return ({"kind": self.kind} | json_ready(asdict(self))
+                | {"suite_fingerprint": dict(self.suite_fingerprint)})
+
+    @staticmethod
+    def _fields_from_dict(d: dict) -> dict:
+        """The constructor's arguments from the JSON form, fingerprint included. Raises KeyError, TypeError,
+        ValueError or AttributeError when `d` is not a spec."""
+        return ({k: v for k, v in d.items() if k != "kind"}
+                | {"suite_fingerprint": tuple(sorted((d.get("suite_fingerprint") or {}).items()))})
+
+    def conflicts(self, other: _Spec, suite_aliases: tuple[str, ...] = ()) -> dict[str, tuple]:
+        """{field: (mine, other's)} for what makes `other`'s results incomparable with mine. `suite_aliases`: other
+        names my suite had (as typed before suites were identified). Fingerprints are compared for the models both
+        have: a suite may gain models and steps."""
+        if other.kind != self.kind:
+            return {"kind": (self.kind, other.kind)}
+        compared = [f.name for f in fields(self) if f.name not in ("suite", "suite_fingerprint")]
+        found = {f: (getattr(self, f), getattr(other, f)) for f in compared if getattr(self, f) != getattr(other, f)}
+        if other.suite != self.suite and other.suite not in suite_aliases:
+            found["suite"] = (self.suite, other.suite)
+        mine, theirs = dict(self.suite_fingerprint), dict(other.suite_fingerprint)
+        if changed := sorted(m for m in mine.keys() & theirs.keys() if mine[m] != theirs[m]):
+            found["suite_fingerprint"] = ({m: mine[m] for m in changed}, {m: theirs[m] for m in changed})
+        return found
+
+
+@dataclass(frozen=True)
+class SweepSpec(_Spec):
+    """What a grammar results folder measures. A sweep into an OUT made with a different spec is refused."""
+
+    kind: ClassVar[str] = GRAMMAR
     suite: str
     tasks: tuple[str, ...]
     limit: int | None = None
@@ -138,27 +178,59 @@ class SweepSpec:
     trust_remote_code: bool = False
     suite_fingerprint: tuple[tuple[str, str], ...] = ()  # sorted (model, digest) pairs
 
-    def as_dict(self) -> dict:
-        return asdict(self) | {"tasks": list(self.tasks), "suite_fingerprint": dict(self.suite_fingerprint)}
-
     @classmethod
     def from_dict(cls, d: dict) -> SweepSpec:
-        """Raises KeyError, TypeError, ValueError or AttributeError when `d` is not a spec."""
-        return cls(**(d | {"tasks": tuple(d["tasks"]),
-                           "suite_fingerprint": tuple(sorted((d.get("suite_fingerprint") or {}).items()))}))
+        return cls(**(cls._fields_from_dict(d) | {"tasks": tuple(d["tasks"])}))
 
-    def conflicts(self, other: SweepSpec, suite_aliases: tuple[str, ...] = ()) -> dict[str, tuple]:
-        """{field: (mine, other's)} for what makes `other`'s results incomparable with mine. `suite_aliases`: other
-        names my suite had (as typed before suites were identified). Fingerprints are compared for the models both
-        have: a suite may gain models and steps."""
-        found = {f: (getattr(self, f), getattr(other, f)) for f in ("tasks", "limit", "dtype", "trust_remote_code")
-                 if getattr(self, f) != getattr(other, f)}
-        if other.suite != self.suite and other.suite not in suite_aliases:
-            found["suite"] = (self.suite, other.suite)
-        mine, theirs = dict(self.suite_fingerprint), dict(other.suite_fingerprint)
-        if changed := sorted(m for m in mine.keys() & theirs.keys() if mine[m] != theirs[m]):
-            found["suite_fingerprint"] = ({m: mine[m] for m in changed}, {m: theirs[m] for m in changed})
-        return found
+    def describe(self) -> str:
+        return f"suite {self.suite}, {len(self.tasks)} tasks, limit {self.limit}, dtype {self.dtype}"
+
+
+@dataclass(frozen=True)
+class MemorizationSpec(_Spec):
+    """What a memorization results folder measures: which training rows are scored (the data files in training
+    order, their layout, the sample) and how (EleutherAI's prefix and continuation lengths, generation, EOS rule).
+    The rows themselves are recorded in the folder (schema.ROW_COLUMNS)."""
+
+    kind: ClassVar[str] = MEMORIZATION
+    suite: str
+    data: tuple[tuple[str, str], ...]  # (data variant, training-data .bin) pairs, one per variant (DATA_VARIANTS)
+    row_len: int  # tokens per row: seq_len + 1
+    rows_per_step: int  # the training batch size in rows
+    token_dtype: str | None  # None: the .idx's, else uint16
+    sample: int  # rows sampled per data file, stratified over training (before the suite's canaries)
+    strata: int
+    seed: int
+    prefix: int = 32
+    continuation: int = 32
+    generate: bool = False  # also EleutherAI's match_fraction, by greedy generation
+    ban_eos: bool = True  # EleutherAI's rule: the continuation may not contain EOS
+    dtype: str = "auto"
+    trust_remote_code: bool = False
+    suite_fingerprint: tuple[tuple[str, str], ...] = ()  # sorted (model, digest) pairs
+
+    @classmethod
+    def from_dict(cls, d: dict) -> MemorizationSpec:
+        return cls(**(cls._fields_from_dict(d) | {"data": tuple(map(tuple, d["data"]))}))
+
+    def describe(self) -> str:
+        return (f"suite {self.suite}, memorization of {self.prefix}+{self.continuation} tokens, sample "
+                f"{self.sample} rows of {', '.join(variant for variant, _ in self.data)} data, dtype {self.dtype}")
+
+
+def spec_from_dict(d: dict) -> SweepSpec | MemorizationSpec:
+    """A spec from its JSON form; folders written before specs named their kind hold grammar sweeps. Raises
+    KeyError, TypeError, ValueError or AttributeError when `d` is not a spec."""
+    return MemorizationSpec.from_dict(d) if d.get("kind") == MEMORIZATION else SweepSpec.from_dict(d)
+
+
+def json_ready(value):
+    """Tuples as lists, recursively: the JSON form of a spec, and what comparing it with a read-back one needs."""
+    if isinstance(value, dict):
+        return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_ready(v) for v in value]
+    return value
 
 
 EVICT_POLICIES = ("auto", "always", "never")
@@ -203,6 +275,13 @@ class TaskResult:
     n: int
     phenomenon: str  # "" for a task that is not a minimal-pair paradigm
     lm_eval: dict = field(default_factory=dict)  # lm-eval's metrics for the task, as it reported them
+    field: str = ""  # BLiMP's field (morphology, syntax, semantics, syntax_semantics); "" if unknown
+
+    @property
+    def item_rows(self) -> int:
+        """Rows the task has in the unit's items file: its n, but none for a task without an accuracy (a
+        perplexity task's documents are not minimal pairs)."""
+        return 0 if math.isnan(self.acc) else int(self.n)
 
     @classmethod
     def from_dict(cls, data: dict) -> TaskResult:
@@ -232,8 +311,8 @@ class UnitRecord:
     tokens: int | None
     revision: str | None
     path: str | None
-    spec: SweepSpec
-    tasks: dict[str, TaskResult]
+    spec: SweepSpec | MemorizationSpec
+    tasks: dict[str, TaskResult]  # empty for a memorization unit: its results are its rows
     seconds: dict[str, float] = field(default_factory=dict)
     provenance: dict = field(default_factory=dict)
     by: dict | None = None  # who evaluated it (sweep, job, host, pid, log), as locks.owner() gives it
@@ -246,7 +325,7 @@ class UnitRecord:
         return (self.model.name, self.step)
 
     @classmethod
-    def of(cls, ckpt: Checkpoint, result: UnitResult, spec: SweepSpec, by: dict | None,
+    def of(cls, ckpt: Checkpoint, result: UnitResult, spec: SweepSpec | MemorizationSpec, by: dict | None,
            same_weights_as: int | None = None) -> UnitRecord:
         return cls(ckpt.suite, ckpt.model, ckpt.step, ckpt.tokens, ckpt.revision, ckpt.path, spec, result.tasks,
                    result.seconds, result.provenance, by, same_weights_as)
@@ -266,7 +345,7 @@ class UnitRecord:
         return cls(
             suite=data["suite"], model=ModelInfo.from_dict(data["model"]), step=int(data["step"]),
             tokens=data.get("tokens"), revision=data.get("revision"), path=data.get("path"),
-            spec=SweepSpec.from_dict(data["spec"]),
+            spec=spec_from_dict(data["spec"]),
             tasks={task: TaskResult.from_dict(result) for task, result in data["tasks"].items()},
             seconds=data.get("seconds") or {}, by=data.get("by"), same_weights_as=data.get("same_weights_as"),
             provenance={k: v for k, v in data.items() if k not in known},
@@ -375,6 +454,7 @@ class Level(str, enum.Enum):
 
     PARADIGM = "paradigm"  # a minimal-pair task's accuracy (chance 0.5): a BLiMP paradigm or a user task
     PHENOMENON = "phenomenon"  # the mean over a phenomenon's paradigms; task = phenomenon_key(name)
+    FIELD = "field"  # the mean over a field's paradigms; task = field_key(name), phenomenon = the field's name
     METRIC = "metric"  # anything else lm-eval reports (lambada's acc, perplexities, ...)
 
     def __str__(self) -> str:
@@ -382,6 +462,7 @@ class Level(str, enum.Enum):
 
 
 PHENOMENON_PREFIX = "phenomenon:"
+FIELD_PREFIX = "field:"
 
 
 def phenomenon_key(phenomenon: str) -> str:
@@ -389,9 +470,14 @@ def phenomenon_key(phenomenon: str) -> str:
     return PHENOMENON_PREFIX + phenomenon
 
 
+def field_key(field_name: str) -> str:
+    """The `task` value of a field's row: "field:<name>"."""
+    return FIELD_PREFIX + field_name
+
+
 def display_name(task: str) -> str:
-    """A row's task for people: a phenomenon's name without its prefix."""
-    return task.removeprefix(PHENOMENON_PREFIX)
+    """A row's task for people: a phenomenon's or field's name without its prefix."""
+    return task.removeprefix(PHENOMENON_PREFIX).removeprefix(FIELD_PREFIX)
 
 
 # Per-item results of one unit: units/<model>/step<N>.items.parquet.
@@ -401,13 +487,19 @@ ITEM_COLUMNS = ("model", "step", "task", "item", "logp_good", "logp_bad", "corre
 
 # The tidy learning-curve table: curves.parquet / curves.csv, one row per (model, step, level, task).
 #   model, size, params, deduped: from ModelInfo; step, tokens: the checkpoint;
-#   level: a Level value (then task is the task's name, phenomenon_key(name), or "<task>/<metric>");
-#   phenomenon: BLiMP linguistics_term or a user task's phenomenon ("" for metrics);
+#   level: a Level value (then task is the task's name, phenomenon_key(name), field_key(name) or "<task>/<metric>";
+#     a perplexity task's rows are metrics: "<task>/word_perplexity", "<task>/byte_perplexity",
+#     "<task>/bits_per_byte", as lm-eval reports them);
+#   phenomenon: BLiMP linguistics_term or a user task's phenomenon (a field row: the field; "" for metrics);
 #   acc, acc_stderr, n: accuracy (or the metric's value), its standard error and the number of items;
-#   ci_low, ci_high, ci_method: 95% interval and how it was computed ("bootstrap-items" or "stderr").
+#   ci_low, ci_high, ci_method: 95% interval and how it was computed ("bootstrap-items" or "stderr");
+#   seed: ModelInfo.seed (Pythia's -seedN, a local suite's "seed"); NA for a suite's main run;
+#   grouping: on phenomenon rows, which grouping of paradigms into phenomena made them ("data" or "paper",
+#     fields.GROUPINGS); "" on other rows.
+# Tables written before `seed` and `grouping` existed read with NA and "" there (CURVE_DEFAULTS).
 CURVE_COLUMNS = (
     "model", "size", "params", "deduped", "step", "tokens", "level", "task", "phenomenon",
-    "acc", "acc_stderr", "ci_low", "ci_high", "ci_method", "n",
+    "acc", "acc_stderr", "ci_low", "ci_high", "ci_method", "n", "seed", "grouping",
 )
 #   same_weights_as: the step whose results a unit carries because its weights are byte-identical (UnitRecord).
 #   skipped_from: the first of the model's checkpoints right before this step that were not evaluated (skipped by
@@ -417,4 +509,83 @@ CURVE_COLUMNS = (
 CURVE_OPTIONAL_COLUMNS = ("same_weights_as", "skipped_from")
 CURVE_OPTIONAL_DTYPES = {"same_weights_as": "Int64", "skipped_from": "Int64"}
 CURVE_KEY = ("model", "step", "level", "task")  # one row per key
-CURVE_DTYPES = {"params": "Int64", "tokens": "Int64", "step": "int64", "n": "Int64", "deduped": "bool"}
+CURVE_DTYPES = {"params": "Int64", "tokens": "Int64", "step": "int64", "n": "Int64", "deduped": "bool",
+                "seed": "Int64"}
+CURVE_DEFAULTS = {"seed": None, "grouping": ""}
+
+
+def with_curve_defaults(table):
+    """A curve table (pandas) with the columns added since it was written, at their defaults."""
+    missing = {column: value for column, value in CURVE_DEFAULTS.items() if column not in table.columns}
+    if not missing:
+        return table
+    table = table.assign(**missing)
+    return table.astype({c: CURVE_DTYPES[c] for c in missing if c in CURVE_DTYPES})
+
+
+# ---------------------------------------------------------------------------------------------------- memorization
+TOKEN_DTYPES = ("uint16", "uint32", "int32")  # of training-data files (trainingdata.py)
+
+# Standard and deduped models are trained on different data files: a model's variant is DATA_VARIANTS[deduped].
+DATA_VARIANTS = ("standard", "deduped")
+
+
+def data_variant(model: ModelInfo) -> str:
+    return DATA_VARIANTS[bool(model.deduped)]
+
+
+# The rows a memorization run scores, one line per (data variant, row), recorded in OUT/rows.parquet:
+#   data: the data variant; row: index of the row in that variant's training-data file; seen_at_step: the step whose
+#   batch held it (row // rows_per_step); canary: a row the suite planted (else drawn by the stratified sample);
+#   repetitions: how often a canary's tokens occur in the file (NA for sampled rows: unknown).
+ROW_COLUMNS = ("data", "row", "seen_at_step", "canary", "repetitions")
+
+# Per-row results of one memorization unit: units/<model>/step<N>.items.parquet, one line per row the checkpoint has
+# seen (seen_at_step < step).
+#   model, step: the checkpoint; row, seen_at_step, canary, repetitions: as in ROW_COLUMNS;
+#   memorized: greedy decoding from tokens [0:prefix] reproduces the next `continuation` tokens exactly (EleutherAI's
+#   32-extractable with the defaults); match_fraction: EleutherAI's score, the share of greedily generated tokens equal
+#   to the true ones (NaN when generation was not run); logp: summed log-probability of the true continuation given
+#   the true tokens before; tf_match_fraction: share of continuation tokens that are the argmax given the true tokens
+#   before (teacher forced).
+MEMORIZATION_COLUMNS = (
+    "model", "step", "row", "seen_at_step", "canary", "repetitions", "memorized", "match_fraction", "logp",
+    "tf_match_fraction",
+)
+
+# A suite's canaries in one data file: one line per occurrence. canary: its id; row: where it occurs; step: the
+# step that trains on that row; region: the part of training it was placed in; repetitions: its occurrences in the
+# file. A canary is scored at its last occurrence, so every repetition precedes the checkpoints that score it.
+CANARY_COLUMNS = ("canary", "row", "step", "region", "repetitions")
+
+
+@dataclass(frozen=True)
+class RowSample:
+    """A stratified sample of the rows trained on before `max_step`, and what it takes to draw it again.
+
+    Steps [0, max_step) are cut into `strata` runs of consecutive batches (stratum k: steps
+    [k * max_step // strata, (k + 1) * max_step // strata)), and `per_stratum` rows are drawn from each, uniformly
+    without replacement, so every part of training is represented equally however rare memorization is."""
+
+    max_step: int
+    strata: int
+    per_stratum: int
+    seed: int
+    rows_per_step: int
+    rows: tuple[int, ...]  # sorted
+
+    @property
+    def params(self) -> dict:
+        """The arguments of `trainingdata.sample_rows` that redraw this sample from the same data."""
+        return {"max_step": self.max_step, "strata": self.strata, "per_stratum": self.per_stratum, "seed": self.seed}
+
+    def stratum_edges(self) -> np.ndarray:
+        """Step boundaries of the strata: stratum k covers steps [edges[k], edges[k + 1])."""
+        return np.arange(self.strata + 1) * self.max_step // self.strata
+
+    def as_dict(self) -> dict:
+        return asdict(self) | {"rows": list(self.rows)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RowSample:
+        return cls(**(d | {"rows": tuple(int(r) for r in d["rows"])}))

@@ -17,7 +17,7 @@ def status_lines(store: Store) -> list[str]:
     done = {k for k, u in units.items() if u.state is UnitState.DONE}
     failed = {k: u.failure.reason for k, u in units.items() if u.state is UnitState.FAILED}
     damaged = {k: u.damage for k, u in units.items() if u.state is UnitState.DAMAGED}
-    lines = [f"{store.out}: suite {spec.suite}, {len(spec.tasks)} tasks, limit {spec.limit}, dtype {spec.dtype}",
+    lines = [f"{store.out}: {spec.kind}, {spec.describe()}",
              f"{'model':<24}{'done':>6}{'failed':>8}{'damaged':>9}{'pending':>9}"]
     for model in sorted({m for m, _ in requested}):
         mine = [u for u in requested if u[0] == model]

@@ -1,7 +1,11 @@
 """The results store: the only reader and writer of a results folder (OUT). Every file is written atomically.
 
-    OUT/sweep.json                           the SweepSpec (a sweep with another spec is refused), the units asked for
-    OUT/units/<model>/step<N>.items.parquet  per-item results (schema.ITEM_COLUMNS), written first
+An OUT holds one experiment: a grammar sweep (schema.SweepSpec) or a memorization run (schema.MemorizationSpec).
+
+    OUT/sweep.json                           the spec (a run with another spec is refused), the units asked for
+    OUT/rows.parquet                         memorization: the training rows scored (schema.ROW_COLUMNS)
+    OUT/units/<model>/step<N>.items.parquet  per-item results (schema.ITEM_COLUMNS; memorization: one line per row,
+                                             schema.MEMORIZATION_COLUMNS), written first
     OUT/units/<model>/step<N>.json           the UnitRecord; written last, so it marks the unit done
     OUT/units/<model>/step<N>.failed.json    the FailureRecord (removed when the unit later succeeds)
     OUT/units/<model>/step<N>.lock           held while a process evaluates the unit (locks.py)
@@ -9,16 +13,18 @@
     OUT/jobs/                                submitit's job files and logs; <job>.units.json: a job's units
     OUT/imported.parquet                     curve rows imported from lm-eval results files
     OUT/imported.items.parquet               per-item results (schema.ITEM_COLUMNS) from their samples files
-    OUT/curves.parquet, OUT/curves.csv       the tidy curve table (schema.CURVE_COLUMNS), rebuilt after each sweep
+    OUT/curves.parquet, OUT/curves.csv       grammar: the tidy curve table (schema.CURVE_COLUMNS), rebuilt after each
+                                             sweep
     OUT/plots/, OUT/report/                  figures and the analysis report
     OUT/wandb.json                           the W&B run of the sweep and the checkpoints logged to it
     OUT/adaptive.jsonl                       an adaptive sweep's decisions (schema.Decision), one JSON line each
 
 A unit's state (schema.UnitState) is decided in one place, `Store.unit`: it is done only when its record parses, is
 the record of its (model, step), matches the folder's spec, and its items file is readable with the rows the record
-counts. A crash or kill at any moment leaves at worst a temp file (ignored and cleaned up) or items without a record
-(the unit is pending and redone). Anything else is damaged: `status` names it, `collect` and `analyze` skip it, and a
-sweep moves its files to OUT/damaged/ and evaluates it again.
+counts (memorization: the rows its model's data has that the step has seen). A crash or kill at any moment leaves at
+worst a temp file (ignored and cleaned up) or items without a record (the unit is pending and redone). Anything else
+is damaged: `status` names it, `collect` and `analyze` skip it, and a sweep moves its files to OUT/damaged/ and
+evaluates it again.
 """
 
 from __future__ import annotations
@@ -38,14 +44,21 @@ from trajectories.errors import SkippedWarning, UserError
 from trajectories.files import move_aside, remove_temp_files, write_json, write_table, write_text
 from trajectories.schema import (
     ITEM_COLUMNS,
+    MEMORIZATION,
+    MEMORIZATION_COLUMNS,
+    ROW_COLUMNS,
     Checkpoint,
     Decision,
     FailureRecord,
+    MemorizationSpec,
     StoredUnit,
     SweepSpec,
     UnitRecord,
     UnitResult,
     UnitState,
+    data_variant,
+    spec_from_dict,
+    with_curve_defaults,
 )
 from trajectories.suites import suite_name
 
@@ -89,12 +102,16 @@ class Store:
         self.imported_items_path = self.out / "imported.items.parquet"
         self.wandb_path = self.out / "wandb.json"
         self.decisions_path = self.out / "adaptive.jsonl"
+        self.rows_path = self.out / "rows.parquet"
         self._manifest_cache: dict | None = None
+        self._rows_cache: pd.DataFrame | None = None
 
     # ---------------------------------------------------------------- spec
-    def open(self, spec: SweepSpec, checkpoints: list[Checkpoint], suite_description: str = "") -> None:
+    def open(self, spec: SweepSpec | MemorizationSpec, checkpoints: list[Checkpoint], suite_description: str = "",
+             rows: pd.DataFrame | None = None) -> None:
         """Create OUT for `spec`, or check that an existing OUT was made with the same spec; record the units
-        asked for, so `status` can tell what is still pending.
+        asked for, so `status` can tell what is still pending. rows: a memorization run's rows to score
+        (schema.ROW_COLUMNS), recorded once; other rows for the same spec (the data files changed) are refused.
 
         A folder written before suites were identified names its suite as typed then (`local:suite`): it is the same
         suite when that resolves, from here, to `spec`'s; the folder is then upgraded in place, keeping the old name
@@ -106,6 +123,9 @@ class Store:
         if self.manifest_path.exists():
             manifest = self._manifest()
             existing, aliases = manifest["spec"], manifest["suite_aliases"]
+            if existing.kind != spec.kind:
+                raise StoreError(f"{self.out} holds a {existing.kind} experiment, not a {spec.kind} one; one "
+                                 "experiment per results folder: use another --out")
             if (existing.suite != spec.suite and not existing.suite_fingerprint
                     and suite_name(existing.suite) == spec.suite):
                 aliases, existing = (*aliases, existing.suite), replace(existing, suite=spec.suite)
@@ -118,12 +138,47 @@ class Store:
             fingerprint = dict(existing.suite_fingerprint) | dict(spec.suite_fingerprint)
             spec = replace(spec, suite_fingerprint=tuple(sorted(fingerprint.items())))
             requested |= set(manifest["requested"])
+        if rows is not None:
+            self._record_rows(rows)
         write_json(self.manifest_path, {
             "spec": spec.as_dict(), "suite_aliases": list(aliases), "suite_description": suite_description,
             "requested": sorted(requested),
         })
         self._manifest_cache = None
         remove_temp_files(self.out, older_than=TEMP_GRACE_S)
+
+    def _record_rows(self, rows: pd.DataFrame) -> None:
+        """Write the rows, or check them against those recorded. A damaged rows file is moved to OUT/damaged/ and
+        written again: the spec determines the rows, and the units are checked against them (Store.unit)."""
+        rows = rows.reset_index(drop=True)
+        if self.rows_path.exists():
+            try:
+                recorded = self.rows()
+            except StoreError:
+                move_aside(self.rows_path, self.damaged_dir)
+            else:
+                try:
+                    pd.testing.assert_frame_equal(recorded, rows, check_dtype=False)
+                except AssertionError:
+                    raise StoreError(f"{self.out} scores other training rows than these data files give (they "
+                                     "changed, or are other files): not mixing results. Use another --out.") from None
+                return
+        write_table(rows, self.rows_path)
+        self._rows_cache = None
+
+    def rows(self) -> pd.DataFrame:
+        """The training rows a memorization run scores (schema.ROW_COLUMNS)."""
+        if self._rows_cache is None:
+            if not self.rows_path.exists():
+                raise StoreError(f"{self.out} records no training rows: not a memorization folder")
+            rows = self._table(self.rows_path, "run the memorization command that made this folder again: it moves "
+                                               "the file aside and writes it again")
+            if tuple(rows.columns) != ROW_COLUMNS:
+                raise StoreError(f"{self.rows_path} is damaged (columns {', '.join(rows.columns)}); run the "
+                                 "memorization command that made this folder again: it moves the file aside and "
+                                 "writes it again")
+            self._rows_cache = rows
+        return self._rows_cache
 
     def is_sweep(self) -> bool:
         return self.manifest_path.exists()
@@ -137,7 +192,7 @@ class Store:
         try:
             data = json.loads(self.manifest_path.read_text())
             self._manifest_cache = {
-                "spec": SweepSpec.from_dict(data["spec"]),
+                "spec": spec_from_dict(data["spec"]),
                 "suite_aliases": tuple(map(str, data.get("suite_aliases") or ())),
                 "requested": [(str(model), int(step)) for model, step in data["requested"]],
             }
@@ -149,7 +204,7 @@ class Store:
             ) from err
         return self._manifest_cache
 
-    def spec(self) -> SweepSpec:
+    def spec(self) -> SweepSpec | MemorizationSpec:
         return self._manifest()["spec"]
 
     def requested(self) -> list[Key]:
@@ -185,7 +240,7 @@ class Store:
             if not isinstance(data, dict):
                 return None, f"holds a JSON {type(data).__name__}, not a unit record"
             record = UnitRecord.from_json(data)
-            expected_rows = sum(int(result.n) for result in record.tasks.values())
+            expected_rows = sum(result.item_rows for result in record.tasks.values())
         except _DAMAGE as err:
             return None, f"not a unit record ({_why(err)})"
         if record.key != key:
@@ -197,10 +252,20 @@ class Store:
             if conflicts:
                 return None, "made with another spec (" + ", ".join(
                     f"{k}: {mine!r} here, {theirs!r} in the unit" for k, (mine, theirs) in conflicts.items()) + ")"
+        if record.spec.kind == MEMORIZATION:
+            try:
+                expected_rows = self._rows_seen(record)
+            except StoreError as err:  # the folder's rows file: a run writes it again, then the unit may check out
+                return None, f"cannot be checked: {err}"
+            return self._check_items(key, MEMORIZATION_COLUMNS, expected_rows, record)
         if set(record.tasks) != set(record.spec.tasks):
             return None, "its results do not hold the tasks of its spec"
         if record.spec.limit and any(result.n > record.spec.limit for result in record.tasks.values()):
             return None, f"counts more items per task than its limit {record.spec.limit}"
+        return self._check_items(key, ITEM_COLUMNS, expected_rows, record)
+
+    def _check_items(self, key: Key, columns: tuple[str, ...], expected_rows: int,
+                     record: UnitRecord) -> tuple[UnitRecord | None, str]:
         items = self._path(key, ".items.parquet")
         try:
             meta = pq.read_metadata(items)
@@ -208,11 +273,17 @@ class Store:
             return None, f"its items file {items.name} is missing"
         except _DAMAGE as err:
             return None, f"its items file {items.name} is unreadable ({_why(err)})"
-        if tuple(meta.schema.names) != ITEM_COLUMNS:
+        if tuple(meta.schema.names) != columns:
             return None, f"its items file {items.name} has columns {', '.join(meta.schema.names)}"
         if meta.num_rows != expected_rows:
-            return None, f"its items file {items.name} has {meta.num_rows} rows; the record counts {expected_rows}"
+            return None, f"its items file {items.name} has {meta.num_rows} rows; expected {expected_rows}"
         return record, ""
+
+    def _rows_seen(self, record: UnitRecord) -> int:
+        """How many of the folder's rows a memorization unit scores: those of its model's data seen before its
+        step."""
+        rows = self.rows()
+        return int(((rows.data == data_variant(record.model)) & (rows.seen_at_step < record.step)).sum())
 
     def _failure_state(self, key: Key) -> StoredUnit:
         path = self._path(key, ".failed.json")
@@ -397,7 +468,7 @@ class Store:
         if not self.curves_path.exists():
             raise StoreError(f"{self.out} has no curves table; run `trajectories sweep` or "
                              f"`trajectories collect {self.out}` first")
-        return self._table(self.curves_path, f"rebuild it with `trajectories collect {self.out}`")
+        return with_curve_defaults(self._table(self.curves_path, f"rebuild it with `trajectories collect {self.out}`"))
 
     def save_curves(self, table: pd.DataFrame) -> tuple[Path, Path]:
         csv = self.curves_path.with_suffix(".csv")
@@ -408,10 +479,15 @@ class Store:
     def imported(self) -> pd.DataFrame | None:
         if not self.imported_path.exists():
             return None
-        return self._table(self.imported_path, REIMPORT)
+        return with_curve_defaults(self._table(self.imported_path, REIMPORT))
 
     def save_imported(self, table: pd.DataFrame) -> None:
         write_table(table, self.imported_path)
+
+    def report_table(self, name: str) -> pd.DataFrame | None:
+        """A table `analyze` wrote (OUT/report/<name>.csv), or None."""
+        path = self.report_dir / f"{name}.csv"
+        return pd.read_csv(path) if path.exists() else None
 
     def imported_items(self) -> pd.DataFrame | None:
         return self._table(self.imported_items_path, REIMPORT) if self.imported_items_path.exists() else None

@@ -151,8 +151,12 @@ class Suite:
     """A named set of models, each with the steps it has checkpoints for. A family of suites is one subclass: it
     says which steps a model has and where each checkpoint is."""
 
-    def __init__(self, name: str, models: dict[str, ModelInfo], description: str = ""):
+    def __init__(self, name: str, models: dict[str, ModelInfo], description: str = "",
+                 training_data: dict | None = None):
         self.name, self.models, self.description = name, models, description
+        # What the suite says about its training data, for memorization runs: "files" and "canaries" by data variant
+        # (absolute paths), "row_len", "rows_per_step", "dtype". None: say it with --data (Pythia's layout by default).
+        self.training_data = training_data
         self._branches: dict[str, dict[str, str]] = {}
 
     def branches(self, repo: str) -> dict[str, str]:
@@ -257,8 +261,8 @@ def _digest(pairs) -> str:
 
 
 class LocalSuite(Suite):
-    """`<dir>/<model>/step<N>/` Hugging Face model folders; optional `<dir>/suite.json` gives tokens per step and
-    per-model metadata."""
+    """`<dir>/<model>/step<N>/` Hugging Face model folders; optional `<dir>/suite.json` gives tokens per step,
+    per-model metadata and the training data (file per data variant, relative to `<dir>`, its layout and canaries)."""
 
     def __init__(self, folder: str | Path):
         root = Path(folder).expanduser().resolve()
@@ -281,7 +285,8 @@ class LocalSuite(Suite):
             models[model_dir.name] = ModelInfo(name=model_dir.name, path=str(model_dir), **fields)
         if not models:
             raise SuiteError(f"local suite folder {root} holds no <model>/step<N>/ checkpoint folders")
-        super().__init__(f"local:{root}", models, meta.get("description", ""))
+        super().__init__(f"local:{root}", models, meta.get("description", ""),
+                         _training_data(root, meta.get("training_data")))
 
     def steps(self, model: ModelInfo) -> list[int]:
         return sorted(int(p.name[4:]) for p in Path(model.path).glob("step*") if p.name[4:].isdigit())
@@ -349,6 +354,18 @@ def local_digests(folder: Path, names: list[str]) -> dict[str, str]:
         except OSError:  # a read-only folder: hash again next time
             pass
     return digests
+
+
+def _training_data(root: Path, declared) -> dict | None:
+    if declared is None:
+        return None
+    if not isinstance(declared, dict) or not isinstance(declared.get("files", {}), dict):
+        raise SuiteError(f"{root / 'suite.json'}: training_data must be an object like {{\"files\": "
+                         f"{{\"standard\": \"data/standard\"}}, \"row_len\": 2049, \"rows_per_step\": 1024}}")
+    resolved = dict(declared)
+    for key in ("files", "canaries"):
+        resolved[key] = {variant: str(root / path) for variant, path in declared.get(key, {}).items()}
+    return resolved
 
 
 PYTHIA = PythiaSuite()

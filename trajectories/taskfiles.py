@@ -7,6 +7,10 @@
     <folder>/_<family>.yaml          the group of the family's tasks
     <folder>/README.md               optional
 
+A text family (`write_text_task`: held-out text scored by its loss) is one task: `<task>.yaml` and `<task>.jsonl`
+(one document per line, field `text`), scored by lm-eval's loglikelihood_rolling (word and byte perplexity, bits
+per byte).
+
 User text lives only in the jsonl files. The YAMLs name fields (`doc_to_choice: choices`, `doc_to_text: prefix`) and
 never hold templates over the text or code, so nothing in lm-eval renders, parses or evaluates a sentence. lm-eval
 scores `target_delimiter + choice` (" " + sentence, as in its own BLiMP tasks) after the prefix, or after the
@@ -44,6 +48,7 @@ class TaskFile:
     phenomenon: str
     rows: list[dict]  # the jsonl rows; each has `choices` (good first) and, for shared-prefix scoring, `prefix`
     source: str = ""  # where the pairs came from, kept in the task's metadata
+    field: str = ""  # BLiMP's field (morphology, syntax, semantics, ...), kept in the task's metadata
 
 
 def _dump(header: str, config: dict) -> str:
@@ -68,7 +73,8 @@ def template(shared_prefix: bool) -> dict:
 
 
 def task_config(task: TaskFile) -> dict:
-    metadata = {"version": 1.0, "phenomenon": task.phenomenon} | ({"source": task.source} if task.source else {})
+    metadata = ({"version": 1.0, "phenomenon": task.phenomenon} | ({"field": task.field} if task.field else {})
+                | ({"source": task.source} if task.source else {}))
     return {
         "include": TEMPLATE,
         "task": task.task,
@@ -92,6 +98,34 @@ def write_family(folder: Path, family: str, tasks: list[TaskFile], shared_prefix
             "metadata": {"version": 1.0},
         }
         (tmp / f"_{family}.yaml").write_text(_dump(header, group), encoding="utf-8")
+        if readme is not None:
+            (tmp / "README.md").write_text(readme, encoding="utf-8")
+    return folder
+
+
+PERPLEXITY_METRICS = ("word_perplexity", "byte_perplexity", "bits_per_byte")
+
+
+def write_text_task(folder: Path, task: str, documents: list[str], header: str, source: str = "",
+                    readme: str | None = None) -> Path:
+    """Write (or replace, all or nothing) a perplexity task over `documents`: lm-eval scores each one's
+    log-likelihood from the model's BOS/EOS token on (in windows of the model's length when longer)."""
+    config = {
+        "task": task,
+        "dataset_path": "json",
+        "dataset_name": None,
+        "dataset_kwargs": {"data_files": {"train": f"{task}.jsonl"}},
+        "output_type": "loglikelihood_rolling",
+        "validation_split": "train",
+        "doc_to_text": "",
+        "doc_to_target": "text",  # a field name: lm-eval returns the field's value untouched
+        "metric_list": [{"metric": metric} for metric in PERPLEXITY_METRICS],
+        "metadata": {"version": 1.0, "documents": len(documents)} | ({"source": source} if source else {}),
+    }
+    with atomic_dir(folder) as tmp:
+        rows = "".join(json.dumps({"text": doc}, ensure_ascii=False) + "\n" for doc in documents)
+        (tmp / f"{task}.jsonl").write_text(rows, encoding="utf-8")
+        (tmp / f"{task}.yaml").write_text(_dump(header, config), encoding="utf-8")
         if readme is not None:
             (tmp / "README.md").write_text(readme, encoding="utf-8")
     return folder

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from trajectories.errors import UserError
+from trajectories.fields import BLIMP_FIELDS
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 BUILTIN_TASKS_DIR = PACKAGE_DIR / "builtin_tasks"
@@ -112,6 +113,15 @@ class TaskCatalog:
         entry = self.index.entries.get(task)
         metadata = entry.cfg.get("metadata") if entry else None
         return str(metadata.get("phenomenon", "")) if isinstance(metadata, dict) else ""
+
+    def field(self, task: str) -> str:
+        """BLiMP's field of a task (a BLiMP paradigm's, or a task folder's `field` metadata); "" if none."""
+        paradigm = task.removeprefix("blimp_")
+        if task.startswith("blimp_") and paradigm in BLIMP_FIELDS:
+            return BLIMP_FIELDS[paradigm]
+        entry = self.index.entries.get(task)
+        metadata = entry.cfg.get("metadata") if entry else None
+        return str(metadata.get("field", "")) if isinstance(metadata, dict) else ""
 
     def _members(self, name: str) -> list[str] | None:
         """Leaf tasks of a group or tag, None if `name` is unknown."""

@@ -22,7 +22,7 @@ from trajectories.schema import Level, display_name
 from trajectories.store import Store
 
 EXTRA = "pip install 'trajectories[wandb]'"
-LEVELS = (Level.PHENOMENON, Level.PARADIGM, Level.METRIC)
+LEVELS = (Level.FIELD, Level.PHENOMENON, Level.PARADIGM, Level.METRIC)
 
 
 class WandbError(UserError):
