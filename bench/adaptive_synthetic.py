@@ -2,6 +2,17 @@
 
     python bench/adaptive_synthetic.py                  # 13 curves x 6 models x 4 seeds, n = 1000 and n = 100
     python bench/adaptive_synthetic.py --seeds 8 --boot 400 --tolerance 0.5
+    python bench/adaptive_synthetic.py --demo results/demo/sweep     # the demo suite's full sweep instead
+
+--demo: a completed sweep (`trajectories demo`: six models, every minigrammar paradigm, every checkpoint) is the
+reference. Each order chooses its checkpoints from the sweep's own results, as the engine would: adaptive runs
+planning.plan on the curves the engine plans by (engine.planning_table: the stored units' accuracies and
+standard errors), one choice per round as the local executor does. Each subset is then a results folder of its
+own (sweep.json and hard links to the chosen units, nothing evaluated again) that `trajectories collect` and the
+acquisition analysis of `trajectories analyze` read as they would read a real adaptive sweep's: with item
+bootstrap CIs, `skipped_from` marking the gaps and gap-aware acquisition CIs. Columns as below, per level
+(paradigm, phenomenon), over the (model, unit) pairs the full sweep finds acquired; no near_true or flat_acq (the
+truth is not known), and "interval" is the subset's gap-aware CI overlapping the full sweep's.
 
 Synthetic "models" on Pythia's 154 steps: each has 13 curves, logistic in log step from chance (0.5) to a final
 accuracy, with midpoints spread from step ~3 to ~100k and widths of 0.08-0.4 decades; 2 of 13 never rise (final
@@ -33,13 +44,20 @@ Columns, over the units the full sweep finds acquired (n_acq):
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import time
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
-from trajectories.analysis import CHANCE, acquisition_steps
-from trajectories.planning import acquisition_interval, adaptive_sweep, coarse_to_fine, parse_budget
+from trajectories.analysis import CHANCE, acquisition, acquisition_steps
+from trajectories.curves import collect
+from trajectories.engine import planning_table
+from trajectories.planning import acquisition_interval, adaptive_sweep, coarse_to_fine, curves_from_table, parse_budget
 from trajectories.stats import Z95
+from trajectories.store import Store
 from trajectories.suites import PYTHIA_STEPS
 
 STEPS = np.array(PYTHIA_STEPS)
@@ -139,13 +157,90 @@ def table(n_items: int, rows: dict[tuple[str, str], dict[str, float]]) -> list[s
     return lines
 
 
+# ---------------------------------------------------------------------------------------------------- demo suite
+def chosen_steps(store: Store, tolerance: float) -> dict[tuple[str, str], dict[str, list[int]]]:
+    """(order, budget): each model's steps, chosen from the stored results alone."""
+    records = store.records()
+    curves = curves_from_table(planning_table(records))
+    out: dict[tuple[str, str], dict[str, list[int]]] = {}
+    for model, model_curves in curves.items():
+        steps = sorted({r.step for r in records if r.model.name == model})
+        at = {c.name: dict(zip(c.steps, zip(c.acc, c.se))) for c in model_curves}
+        measure = lambda step, at=at: {name: values[step] for name, values in at.items() if step in values}  # noqa: E731
+        for budget in BUDGETS:
+            k = parse_budget(budget).of(len(steps))
+            log = adaptive_sweep(model, steps, measure, budget, tolerance=tolerance)
+            out.setdefault(("adaptive", budget), {})[model] = [d.step for d in log if not d.stopped]
+            out.setdefault(("coarse", budget), {})[model] = coarse_to_fine(steps)[:k]
+            out.setdefault(("sequential", budget), {})[model] = steps[:k]
+    return out
+
+
+def subset_folder(store: Store, steps: dict[str, list[int]], folder: Path) -> Path:
+    """A results folder holding only these units of `store` (hard links), with its sweep.json."""
+    shutil.rmtree(folder, ignore_errors=True)
+    (folder / "units").mkdir(parents=True)
+    shutil.copy(store.manifest_path, folder / "sweep.json")
+    for model, model_steps in steps.items():
+        (folder / "units" / model).mkdir()
+        for step in model_steps:
+            for suffix in (".json", ".items.parquet"):
+                name = f"step{step}{suffix}"
+                os.link(store.units / model / name, folder / "units" / model / name)
+    return folder
+
+
+def acquisition_of(folder: Path, n_boot: int) -> pd.DataFrame:
+    """What `trajectories analyze` reports as acquisition for the folder (collect first, as a sweep does)."""
+    store = Store(folder)
+    curves = collect(folder, n_boot=n_boot)
+    return pd.concat([acquisition(curves[curves.model == model], store.items(model), n_boot=n_boot)
+                      for model in sorted(curves.model.unique())], ignore_index=True)
+
+
+def demo(folder: Path, n_boot: int, tolerance: float) -> list[str]:
+    store = Store(folder)
+    work = folder.parent / f"{folder.name}.subsets"
+    full = acquisition_of(subset_folder(store, {m: sorted(s for n, s in store.requested() if n == m)
+                                                for m, _ in store.requested()}, work / "full"), n_boot)
+    keys = ["model", "level", "task"]
+    lines = [f"{'level':<10} {'order':<10} {'budget':>6} {'ckpts':>6} {'n_acq':>5} {'in_ci':>6} {'interval':>8} "
+             f"{'missed':>6} {'false':>5}"]
+    misses = []
+    for (order, budget), steps in sorted(chosen_steps(store, tolerance).items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        sub = acquisition_of(subset_folder(store, steps, work / f"{order}-{budget.rstrip('%')}"), n_boot)
+        both = full.merge(sub, on=keys, suffixes=("", "_sub"))
+        for level, rows in both.groupby("level"):
+            ref, got = rows.acquired, rows.acquired_sub
+            inside = ref & got & (rows.acq_step_sub >= rows.ci_low) & (rows.acq_step_sub <= rows.ci_high)
+            overlap = ref & got & (rows.ci_high_sub >= rows.ci_low) & (rows.ci_low_sub <= rows.ci_high)
+            n = max(int(ref.sum()), 1)
+            lines.append(f"{level:<10} {order:<10} {budget:>6} {np.mean([len(s) for s in steps.values()]):>6.1f} "
+                         f"{int(ref.sum()):>5} {100 * inside.sum() / n:>5.1f}% {100 * overlap.sum() / n:>7.1f}% "
+                         f"{100 * (ref & ~got).sum() / n:>5.1f}% {int((got & ~ref).sum()):>5}")
+            if order == "adaptive" and level == "paradigm":
+                for row in rows[(ref & ~inside) | (got & ~ref)].itertuples():
+                    misses.append(f"  adaptive {budget} {row.model} {row.task}: full {row.acq_step:g} "
+                                  f"[{row.ci_low:g}, {row.ci_high:g}] acquired={row.acquired}; subset "
+                                  f"{row.acq_step_sub:g} [{row.ci_low_sub:g}, {row.ci_high_sub:g}] "
+                                  f"acquired={row.acquired_sub}; steps {sorted(steps[row.model])}")
+    return lines + ["", "adaptive misses and false acquisitions (paradigms):", *misses]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=4)
     parser.add_argument("--boot", type=int, default=200, help="bootstrap replicates per curve")
     parser.add_argument("--tolerance", type=float, default=1.0, help="planning.plan's tolerance")
     parser.add_argument("--items", default="1000,100", help="items per curve, comma-separated")
+    parser.add_argument("--demo", type=Path, help="a full sweep's folder (e.g. results/demo/sweep): bench on it; "
+                        "subsets are written beside it, in <folder>.subsets/")
     args = parser.parse_args()
+    if args.demo:
+        start = time.perf_counter()
+        print(f"{args.demo}: {args.boot} bootstrap replicates; adaptive tolerance {args.tolerance:g}")
+        print(*demo(args.demo, args.boot, args.tolerance), f"({time.perf_counter() - start:.0f} s)", sep="\n")
+        return
     print(f"{N_CURVES} curves ({N_FLAT} flat) x {N_MODELS} models x {args.seeds} seeds on Pythia's {len(STEPS)} "
           f"steps; {args.boot} bootstrap replicates; adaptive tolerance {args.tolerance:g}")
     for n_items in (int(n) for n in args.items.split(",")):

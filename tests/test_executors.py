@@ -111,11 +111,11 @@ def test_worker_processes_give_the_local_curves(tiny_suite, tmp_path, local_curv
     assert len(done_lines) == 6, "each unit is evaluated by one worker only"
 
 
-def test_units_of_one_model_share_a_job():
+def test_units_of_one_model_share_a_job_and_the_models_take_turns():
     units = [unit(m, s) for m in ("b", "a") for s in range(5)]
     groups = group_units(units, 2)
     assert [[(c.model.name, c.step) for c in g] for g in groups] == [
-        [("b", 0), ("b", 1)], [("b", 2), ("b", 3)], [("b", 4)], [("a", 0), ("a", 1)], [("a", 2), ("a", 3)], [("a", 4)]]
+        [("b", 0), ("b", 1)], [("a", 0), ("a", 1)], [("b", 2), ("b", 3)], [("a", 2), ("a", 3)], [("b", 4)], [("a", 4)]]
 
 
 @pytest.mark.parametrize("text, expected", [("90", 90), ("1:30", 2), ("2:00:00", 120), ("1-0", 1440),

@@ -312,6 +312,6 @@ def test_acquisition_from_a_subset_is_an_interval_between_evaluated_steps():
 
 
 def test_interpolated_spans_are_the_gaps_holding_unevaluated_checkpoints():
-    assert interpolated_spans([0, 1000, 143000], PYTHIA) == [Span(0, 1000, 10), Span(1000, 143000, 141)]
-    assert interpolated_spans([0, 1, 2, 4, 512], PYTHIA) == [Span(4, 512, 6)]
+    assert interpolated_spans([0, 1000, 143000], PYTHIA) == [Span(0, 1000, 10, 1), Span(1000, 143000, 141, 2000)]
+    assert interpolated_spans([0, 1, 2, 4, 512], PYTHIA) == [Span(4, 512, 6, 8)]
     assert interpolated_spans(PYTHIA, PYTHIA) == [] and interpolated_spans([1000], PYTHIA) == []

@@ -161,6 +161,16 @@ def test_checkpoints_with_the_weights_of_another_step_are_marked_and_reported(cu
     assert analysis.reused_checkpoints(curves).empty
 
 
+def test_evaluated_checkpoints_are_dots_where_some_were_skipped(curves, tmp_path):
+    evaluated = curves[~curves.step.isin([4, 8])]
+    gapped = evaluated.assign(skipped_from=evaluated.step.map({16: 4}).astype("Int64"))
+    plain = plots.phenomenon_grid(evaluated, tmp_path / "plain")[0].with_suffix(".svg").read_text()
+    dotted = plots.phenomenon_grid(gapped, tmp_path / "dotted")[0].with_suffix(".svg").read_text()
+    drawn = (gapped.level == "phenomenon").sum()
+    assert dotted.count("<use ") - plain.count("<use ") >= drawn  # a marker per evaluated checkpoint of each curve
+    assert "interpolated" in dotted and "interpolated" not in plain
+
+
 def test_long_panel_titles_fit_their_panels_at_the_saved_size(curves, tmp_path, monkeypatch):
     """Drawn as saved: no panel title overlaps another panel or its title, and none is wider than its column."""
     figures = []

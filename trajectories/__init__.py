@@ -4,6 +4,7 @@ The Python API (the `trajectories` command is a thin layer over it):
 
     sweep(suite, tasks, steps=..., out=..., **options) -> SweepSummary
     audit(suite, models=..., steps=...)                    -> Audit (what the checkpoints hold, what is out of line)
+    plan(suite, models=..., budget=..., adaptive=...)      -> the checkpoints a sweep would take first (DataFrame)
     collect(out), load_curves(out), load_items(out)        -> pandas DataFrames
     plot(out, ...), analyze(out, ...), add_task(source, name, ...)
     measure_memorization(suite, data=..., steps=..., out=..., **options) -> SweepSummary
@@ -15,7 +16,7 @@ __version__ = "0.1.0"
 
 # No name here may be a module of the package too: importing the module would replace the function.
 __all__ = ["Analysis", "SweepSummary", "__version__", "add_task", "analyze", "audit", "collect", "export",
-           "load_curves", "load_items", "measure_memorization", "plot", "sweep", "to_wandb"]
+           "load_curves", "load_items", "measure_memorization", "plan", "plot", "sweep", "to_wandb"]
 
 
 def __getattr__(name: str):

@@ -2,7 +2,9 @@
 (schema.ITEM_COLUMNS). Grammar units are the rows of level "paradigm" or "phenomenon" that have a phenomenon.
 
 - `acquisition`: the step at which a unit's monotone (isotonic) fit of accuracy first gets a fraction of the way
-  from chance to its final value, with an interval-censored bootstrap CI; `onsets.py` adds a sigmoid fit.
+  from chance to its final value, with an interval-censored bootstrap CI (a crossing is only known to lie between
+  two evaluated steps, so a sweep that skipped checkpoints gets the wider CI it should); `onsets.py` adds a
+  sigmoid fit.
 - `acquisition_order`, `order_agreement`: the order in which each model acquires units, and how well the orders
   of two models agree (Kendall's tau, Spearman's rho).
 - `dedup_differences`: standard vs deduplicated-data models of the same size.

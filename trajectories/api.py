@@ -28,7 +28,9 @@ from trajectories.schema import (
     ITEM_COLUMNS,
     MEMORIZATION,
     MEMORIZATION_COLUMNS,
+    ORDERS,
     TOKEN_DTYPES,
+    AdaptiveSettings,
     EvalSettings,
     MemorizationSpec,
     SweepSpec,
@@ -127,13 +129,38 @@ def _executor(executor: str, workers: int | None, slurm_options: dict, units_per
     return executors.LocalExecutor()
 
 
+def _adaptive_options(order: str, adaptive: bool, budget, tolerance, force: bool) -> AdaptiveSettings | None:
+    """Check --adaptive, --budget and --tolerance together; the adaptive settings, or None."""
+    from trajectories.planning import parse_budget
+
+    if budget is not None:
+        budget = str(parse_budget(budget))
+    if tolerance is not None and not adaptive:
+        raise OptionError("--tolerance is for adaptive sweeps: add --adaptive --budget N")
+    if not adaptive:
+        if budget is not None and order != "coarse-to-fine":
+            raise OptionError(f"--budget with --order {order}: a budget cuts the coarse-to-fine order (or use "
+                              "--adaptive)")
+        return None
+    if budget is None:
+        raise OptionError("--adaptive needs --budget: checkpoints per model (e.g. 40) or a percentage (e.g. 30%)")
+    if force:
+        raise OptionError("--adaptive plans from the results in --out; --force would evaluate them again: use "
+                          "another --out")
+    if tolerance is not None and (isinstance(tolerance, bool) or not isinstance(tolerance, int | float)
+                                  or not tolerance >= 0):
+        raise OptionError(f"--tolerance {tolerance!r}: expected a number >= 0 (CI half-widths)")
+    return AdaptiveSettings(budget, 1.0 if tolerance is None else float(tolerance))
+
+
 def sweep(suite: str, tasks: str | list[str], steps: str = "all", out: str | Path | None = None,
           models: list[str] | str | None = None, limit: int | None = None, device: str | None = None,
           dtype: str = "auto", batch_size: int | str = "auto", blimp_dir: str | Path | None = None,
           tasks_dir: str | Path | None = None, evict: str = "auto", force: bool = False,
           trust_remote_code: bool = False, executor: str = "local", workers: int | None = None,
           units_per_job: int = 16, slurm_options: dict | None = None, duplicates: str = "reuse",
-          progress: bool = True, wandb_project: str | None = None) -> SweepSummary:
+          progress: bool = True, wandb_project: str | None = None, order: str = "coarse-to-fine",
+          adaptive: bool = False, budget: int | str | None = None, tolerance: float | None = None) -> SweepSummary:
     """Evaluate `tasks` on every checkpoint `suite`, `models` and `steps` name, into `out`; resumable: completed
     units are skipped, so running the same call again finishes an interrupted sweep.
 
@@ -146,6 +173,12 @@ def sweep(suite: str, tasks: str | list[str], steps: str = "all", out: str | Pat
     partition, gpus_per_job, cpus_per_job, mem, time, array_parallelism). wandb_project: also log the curves to the
     sweep's Weights & Biases run there (needs `pip install 'trajectories[wandb]'`).
 
+    order: "coarse-to-fine" (every prefix of the run covers each model's training span) or "sequential"; budget
+    (40, or "30%" of each model's checkpoints): evaluate only the first so many of each model's coarse-to-fine
+    order. adaptive: after a coarse first pass, evaluate the checkpoints where some curve moves most relative to
+    its CI, up to `budget`, or until every curve is within `tolerance` CI half-widths (default 1) of linear between
+    evaluated neighbours; every decision is recorded in OUT/adaptive.jsonl, and a larger budget continues.
+
     Every option is checked before anything is written or loaded: a bad one raises a UserError naming the value
     and what is valid."""
     from trajectories.engine import run_sweep
@@ -156,6 +189,8 @@ def sweep(suite: str, tasks: str | list[str], steps: str = "all", out: str | Pat
     _count("--limit", limit)
     _choice("--duplicates", duplicates, DUPLICATE_POLICIES)
     device = _run_device(device, dtype, batch_size, evict, executor, workers, units_per_job, slurm_options)
+    _choice("--order", order, ORDERS)
+    adaptive_settings = _adaptive_options(order, adaptive, budget, tolerance, force)
     if wandb_project:
         require_wandb()  # before the sweep's hours of work, not after
     task_spec = tasks if isinstance(tasks, str) else ",".join(tasks)
@@ -172,7 +207,8 @@ def sweep(suite: str, tasks: str | list[str], steps: str = "all", out: str | Pat
     out = Path(out) if out else default_out(suite, task_spec, limit)
     summary = run_sweep(spec, checkpoints, out, settings, force=force, suite_description=chosen_suite.description,
                         progress=progress, executor=_executor(executor, workers, slurm_options, units_per_job),
-                        suite=chosen_suite, duplicates=duplicates)
+                        suite=chosen_suite, duplicates=duplicates, order=order,
+                        budget=None if adaptive else budget, adaptive=adaptive_settings)
     if wandb_project and Store(out).curves_path.exists():
         summary.wandb_run = to_wandb(out, wandb_project)
     return summary
@@ -187,6 +223,52 @@ def audit(suite: str, models: list[str] | str | None = None, steps: str = "all",
 
     chosen_suite = get_suite(suite)
     return audit_checkpoints(chosen_suite, resolve_checkpoints(chosen_suite, model_names(models), steps), progress)
+
+
+PLAN_COLUMNS = ("position", "model", "step", "tokens", "source", "why")
+
+
+def plan(suite: str, models: list[str] | str | None = None, steps: str = "all", order: str = "coarse-to-fine",
+         budget: int | str | None = None, adaptive: bool = False, out: str | Path | None = None,
+         tolerance: float | None = None) -> pd.DataFrame:
+    """The checkpoints a sweep would evaluate first, in the order it would, without running or loading anything:
+    one row per checkpoint (PLAN_COLUMNS; `why` in words). order, budget, adaptive, tolerance: as for `sweep`.
+    An adaptive sweep's rows are its coarse first pass, or, given `out` (a results folder), the next round it would
+    choose from the results there; after them, a model's stop record says why it would stop (step None)."""
+    from trajectories.engine import next_decisions
+    from trajectories.planning import sweep_order
+    from trajectories.suites import get_suite, model_names, resolve_checkpoints
+
+    _choice("--order", order, ORDERS)
+    settings = _adaptive_options(order, adaptive, budget, tolerance, force=False)
+    checkpoints = {c.key: c for c in resolve_checkpoints(get_suite(suite), model_names(models), steps)}
+    rows = []
+    if settings is None:
+        keys = sweep_order(list(checkpoints), order, budget)
+        rank = {key: i for i, key in enumerate(sweep_order(list(checkpoints), order))}
+        whys = [f"{order} {sum(k[0] == key[0] for k in keys[:i + 1])} of {sum(k[0] == key[0] for k in checkpoints)}"
+                for i, key in enumerate(keys)]
+        rows = [(rank[key], *key, why) for key, why in zip(keys, whys)]
+    else:
+        found: dict[str, list[int]] = {}
+        for model, step in checkpoints:
+            found.setdefault(model, []).append(step)
+        store = Store(out) if out is not None else None
+        if store is not None:
+            store.spec()  # a clear error when OUT is not a results folder
+        for model, decisions in next_decisions(store, found, settings).items():
+            if isinstance(decisions, str):
+                rows.append((len(rows), model, None, f"not planned: {decisions}"))
+                continue
+            rows += [(len(rows) + i, model, d.step, d.describe().split(": ", 1 if d.stopped else 2)[-1])
+                     for i, d in enumerate(decisions)]
+    table = []
+    for position, model, step, why in sorted(rows, key=lambda r: r[0]):
+        ckpt = checkpoints.get((model, step))
+        table.append({"position": position + 1, "model": model, "step": step,
+                      "tokens": ckpt.tokens if ckpt else None,
+                      "source": (ckpt.path or f"{ckpt.model.repo}@{ckpt.revision}") if ckpt else None, "why": why})
+    return pd.DataFrame(table, columns=list(PLAN_COLUMNS)).astype({"step": "Int64", "tokens": "Int64"})
 
 
 def measure_memorization(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from trajectories import __version__
 from trajectories.errors import SkippedWarning, UserError, WriteError
-from trajectories.schema import DTYPES, DUPLICATE_POLICIES, EVICT_POLICIES, EXECUTORS, TOKEN_DTYPES
+from trajectories.schema import DTYPES, DUPLICATE_POLICIES, EVICT_POLICIES, EXECUTORS, ORDERS, TOKEN_DTYPES
 from trajectories.suites import STEPS_HELP
 
 BLIMP_DIR_HELP = "local folder of BLiMP's jsonl files (or $TRAJECTORIES_BLIMP_DIR); default: the hub"
@@ -48,6 +48,27 @@ def cmd_checkpoints(args) -> int:
     return 0
 
 
+def cmd_plan(args) -> int:
+    import trajectories as tj
+
+    table = tj.plan(args.suite, args.models, args.steps, args.order, args.budget, args.adaptive, args.out,
+                    args.tolerance)
+    table.to_csv(sys.stdout, sep="\t", index=False)
+    return 0
+
+
+def _order_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--order", choices=ORDERS, default="coarse-to-fine",
+                        help="coarse-to-fine (default): every prefix of the run covers each model's training span "
+                        "(endpoints, middle, quarters, ...); sequential: step by step")
+    parser.add_argument("--budget", help="checkpoints per model (e.g. 40) or a share of them (e.g. 30%%): the first "
+                        "of the coarse-to-fine order, or with --adaptive the most an adaptive sweep takes")
+    parser.add_argument("--adaptive", action="store_true", help="after a coarse first pass, take the checkpoints "
+                        "where some curve moves most relative to its CI, up to --budget")
+    parser.add_argument("--tolerance", type=float, help="--adaptive: stop once every curve is within this many CI "
+                        "half-widths of linear between evaluated checkpoints (default 1)")
+
+
 def _run_options(args) -> dict:
     """How and where units run: the options `sweep` and `memorization` share."""
     slurm_options = {"partition": args.partition, "gpus_per_job": args.gpus_per_job, "cpus_per_job": args.cpus_per_job,
@@ -63,6 +84,7 @@ def cmd_sweep(args) -> int:
 
     summary = tj.sweep(args.suite, args.tasks, args.steps, limit=args.limit, blimp_dir=args.blimp_dir,
                        tasks_dir=args.tasks_dir, duplicates=args.duplicates, wandb_project=args.wandb,
+                       order=args.order, adaptive=args.adaptive, budget=args.budget, tolerance=args.tolerance,
                        **_run_options(args))
     print(summary.report())
     return 0 if summary.ok else 1
@@ -282,6 +304,12 @@ def build_parser() -> argparse.ArgumentParser:
     _suite_args(p)
     p.set_defaults(func=cmd_checkpoints)
 
+    p = sub.add_parser("plan", help="which checkpoints a coarse-to-fine or adaptive sweep takes first; runs nothing")
+    _suite_args(p)
+    _order_args(p)
+    p.add_argument("--out", help="--adaptive: a results folder; shows the next round planned from its results")
+    p.set_defaults(func=cmd_plan)
+
     p = sub.add_parser("sweep", help="evaluate tasks on every checkpoint (resumable)")
     _suite_args(p)
     p.add_argument("--tasks", required=True, help="blimp | blimp:<phenomenon> | <task> | minigrammar (comma list)")
@@ -291,6 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duplicates", choices=DUPLICATE_POLICIES, default="reuse",
                    help="checkpoints whose weights are identical to another step's: reuse that step's results "
                    "(default; recorded as same_weights_as) or evaluate each")
+    _order_args(p)
     p.add_argument("--wandb", metavar="PROJECT", help="also log the curves to a Weights & Biases run in PROJECT "
                    "(pip install 'trajectories[wandb]')")
     _run_args(p, "results/<suite>_<tasks>", "sequences per forward pass (auto: on CPU 32-512 by vocabulary size; on "

@@ -7,7 +7,9 @@ items are resampled within each paradigm, and a phenomenon's replicate is the me
 paradigms'.
 
 A unit not evaluated because its weights are byte-identical to another step's carries that step's results and its
-number in `same_weights_as` (schema.CURVE_OPTIONAL_COLUMNS; the column is there only when some unit has it).
+number in `same_weights_as`; a step right after checkpoints that have no result (skipped by a coarse-to-fine or
+adaptive sweep, or failed) has the first of them in `skipped_from` (schema.CURVE_OPTIONAL_COLUMNS; each column is
+there only when some row has it).
 
 Imported results (`collect(out, imports=...)`) are parsed once and kept in OUT/imported.parquet (their items, from
 lm-eval's samples files, in OUT/imported.items.parquet), so a later collect (every sweep runs one) keeps them. A
@@ -23,6 +25,7 @@ import pandas as pd
 
 from trajectories import fields
 from trajectories.imports import expand_imports, import_lm_eval_json, metric_rows
+from trajectories.planning import interpolated_spans
 from trajectories.schema import (
     CURVE_COLUMNS,
     CURVE_DTYPES,
@@ -107,6 +110,17 @@ def tidy(table: pd.DataFrame) -> pd.DataFrame:
     return table.drop(columns=[c for c in CURVE_OPTIONAL_COLUMNS if table[c].isna().all()])
 
 
+def with_skipped(table: pd.DataFrame, available: list[tuple[str, int]]) -> pd.DataFrame:
+    """Mark where a model's curves are interpolated: each row right after checkpoints of `available` (the units
+    asked for) that have no result gets `skipped_from`, the first of them (schema.CURVE_OPTIONAL_COLUMNS)."""
+    grid: dict[str, list[int]] = {}
+    for model, step in available:
+        grid.setdefault(model, []).append(step)
+    first = {(model, span.right): span.first for model, rows in table.groupby("model")
+             for span in interpolated_spans(rows.step.unique(), grid.get(model, []))}
+    return table.assign(skipped_from=[first.get(key) for key in zip(table.model, table.step)])
+
+
 def _phenomenon_rows(paradigms: pd.DataFrame) -> pd.DataFrame:
     grouped = paradigms[paradigms.phenomenon != ""].groupby(["step", "phenomenon"])
     rows = grouped.agg(
@@ -162,6 +176,7 @@ def collect(out: str | Path, imports: list[str | Path] | str | None = None, n_bo
                       fields.field_rows(rows, items, field_of, n_boot, seed)]
     table = pd.concat([t for t in per_model if len(t)], ignore_index=True)
     table = tidy(table.sort_values(["model", "level", "task", "step"], ignore_index=True))
+    table = tidy(with_skipped(table, store.requested() if store.is_sweep() else []))
     store.save_curves(table)
     return table
 

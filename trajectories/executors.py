@@ -21,6 +21,7 @@ import submitit
 from tqdm.auto import tqdm
 
 from trajectories import locks, slurm
+from trajectories.planning import interleave, job_slices
 from trajectories.schema import MEMORIZATION, Checkpoint, EvalSettings, MemorizationSpec, SweepSpec, UnitState
 from trajectories.store import Store
 
@@ -153,12 +154,22 @@ class UnitsJob(submitit.helpers.Checkpointable):
 
 
 class LocalExecutor:
-    """Evaluate every unit in this process."""
+    """Evaluate every unit in this process. The worker is kept between calls of one sweep (an adaptive sweep's
+    rounds), so lm-eval's tasks and the model are built once."""
+
+    worker: UnitWorker | None = None
 
     def run(self, spec, units, out, settings, sweep, force=False, progress=True) -> tuple[int, list[str]]:
-        worker = UnitWorker(spec, out, settings, locks.owner(sweep), force)
-        worker.run(units, progress)
-        return worker.model_loads, []
+        if self.worker is None or self.worker.owner["sweep"] != sweep:
+            self.worker = UnitWorker(spec, out, settings, locks.owner(sweep), force)
+        loads = self.worker.model_loads
+        self.worker.run(units, progress)
+        return self.worker.model_loads - loads, []
+
+    @staticmethod
+    def batch(models: int) -> int:
+        """Checkpoints per model an adaptive round chooses: one at a time, each choice seeing every result before."""
+        return 1
 
 
 class _JobsExecutor:
@@ -206,12 +217,17 @@ class _JobsExecutor:
 
 class ProcessesExecutor(_JobsExecutor):
     """N worker processes on this machine, one per GPU where the device is `cuda` and there are several. Every
-    worker is given all units, starting at a different place; the locks share the units out as they go."""
+    worker is given all units: worker i first every N-th unit from the i-th, then the others, so together they
+    work along the order from its start; the locks share the units out as they go."""
 
     name = "processes"
 
     def __init__(self, workers: int):
         self.workers = workers
+
+    def batch(self, models: int) -> int:
+        """An adaptive round gives every worker a checkpoint."""
+        return math.ceil(self.workers / models)
 
     def submit(self, folder, job, units):
         import torch
@@ -221,8 +237,7 @@ class ProcessesExecutor(_JobsExecutor):
         gpus = torch.cuda.device_count() if job.settings.device == "cuda" else 0
         jobs = []
         for i in range(self.workers):
-            start = i * len(units) // self.workers
-            mine = units[start:] + units[:start]
+            mine = units[i::self.workers] + [c for j, c in enumerate(units) if j % self.workers != i]
             settings = replace(job.settings, device=f"cuda:{i % gpus}") if gpus > 1 else job.settings
             jobs.append((executor.submit(replace(job, settings=settings), mine), mine))
         return jobs
@@ -233,7 +248,9 @@ class ProcessesExecutor(_JobsExecutor):
 
 
 class SlurmExecutor(_JobsExecutor):
-    """A Slurm job array: units of one model together (weights swap cheaply), `units_per_job` per job."""
+    """A Slurm job array: units of one model together (weights swap cheaply), `units_per_job` per job. Each job
+    takes a contiguous slice of its model's part of the order, and the jobs of the models are interleaved, so the
+    array (run in index order, `array_parallelism` at a time) works along the order in waves."""
 
     name = "slurm"
 
@@ -246,6 +263,10 @@ class SlurmExecutor(_JobsExecutor):
         groups = group_units(units, self.units_per_job)
         return list(zip(slurm.submit_array(folder, job, groups, self.options), groups))
 
+    def batch(self, models: int) -> int:
+        """An adaptive round is one job array of a job per model: `units_per_job` checkpoints each."""
+        return self.units_per_job
+
     @staticmethod
     def alive(jobs) -> bool:
         states = slurm.job_states([j.job_id for j in jobs])
@@ -253,8 +274,10 @@ class SlurmExecutor(_JobsExecutor):
 
 
 def group_units(units: list[Checkpoint], per_job: int) -> list[list[Checkpoint]]:
-    """Runs of at most `per_job` units of one model, models in the order they first appear."""
+    """Runs of at most `per_job` consecutive units of one model (planning.job_slices of each model's units, in
+    their order), interleaved: every model's first job, then every model's second, ..."""
     by_model: dict[str, list[Checkpoint]] = {}
     for ckpt in units:
         by_model.setdefault(ckpt.model.name, []).append(ckpt)
-    return [group[i:i + per_job] for group in by_model.values() for i in range(0, len(group), per_job)]
+    slices = {model: job_slices(group, per_job=per_job) for model, group in by_model.items()}
+    return [job for _, job in interleave(slices)]

@@ -215,7 +215,8 @@ def import_lm_eval_json(paths: list[str | Path]) -> Imported:
     items = [i for i in items if i is not None]
     items = pd.concat(items, ignore_index=True) if items else pd.DataFrame(columns=list(ITEM_COLUMNS))
     columns = [*CURVE_COLUMNS, *CURVE_OPTIONAL_COLUMNS]
-    return Imported(curves[columns].reset_index(drop=True).astype(CURVE_DTYPES | CURVE_OPTIONAL_DTYPES), items)
+    return Imported(curves.reindex(columns=columns).reset_index(drop=True).astype(CURVE_DTYPES | CURVE_OPTIONAL_DTYPES),
+                    items)
 
 
 def expand_imports(patterns: list[str | Path] | str) -> list[Path]:

@@ -37,7 +37,7 @@ from trajectories.analysis import (
     monotone_fit,
     unit_replicates,
 )
-from trajectories.stats import N_BOOT, Replicates
+from trajectories.stats import N_BOOT, Replicates, censored_ci
 
 METHODS = ("sigmoid", "isotonic")
 CENSOR_SHARE = 0.5
@@ -214,12 +214,6 @@ def censored_intervals(x: np.ndarray, crossing: np.ndarray, steep: np.ndarray | 
     low = np.where(censor, x[j - 1], np.maximum(crossing, x[0]))
     high = np.where(censor, x[j], np.maximum(crossing, x[0]))
     return low, high
-
-
-def censored_ci(low: np.ndarray, high: np.ndarray) -> tuple[float, float]:
-    """95% CI from replicate intervals: 2.5% quantile of the lower ends, 97.5% quantile of the upper ends."""
-    return (float(np.quantile(low, 0.025, method="inverted_cdf")),
-            float(np.quantile(high, 0.975, method="inverted_cdf")))
 
 
 def _gap(steps: np.ndarray, step: float) -> tuple[float, float]:

@@ -4,7 +4,8 @@ Acquisition happens in a few places on the step axis, so a sweep need not load e
 
 - `coarse_to_fine`: an order of a model's steps whose every prefix covers the training span evenly on the symlog
   step axis (endpoints, middle, quarters, ...). Cut it anywhere (a budget, a Slurm job's slice) and the curve is
-  sampled everywhere, more finely the more is run. `interleave` and `job_slices` spread it over models and jobs.
+  sampled everywhere, more finely the more is run. `interleave` and `job_slices` spread it over models and jobs;
+  `sweep_order` is the order a sweep runs its units in.
 - `plan`: adaptive selection. After a coarse first pass (a prefix of that order) it picks, one round at a time, the
   checkpoint inside the gap between evaluated neighbours where some curve moves the most relative to its CI, and
   stops at the budget or once every curve is within tolerance of linear between its neighbours. It is a pure
@@ -16,11 +17,10 @@ Acquisition happens in a few places on the step axis, so a sweep need not load e
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
@@ -28,12 +28,12 @@ import pandas as pd
 
 from trajectories.analysis import CHANCE, monotone_fit
 from trajectories.errors import UserError
+from trajectories.schema import Decision
 from trajectories.stats import Z95
 
 T = TypeVar("T")
 MIN_SE = 1e-3  # floor for standard errors: a curve at exactly 0 or 1 (stderr 0) must not divide by zero
 BUDGET_FORMS = "a number of checkpoints per model (e.g. 40) or a percentage of each model's checkpoints (e.g. 30%)"
-RULES = ("coarse", "change", "stop-budget", "stop-converged", "stop-exhausted")
 
 
 class PlanningError(UserError):
@@ -101,6 +101,24 @@ def interleave(orders: Mapping[str, Sequence[T]]) -> list[tuple[str, T]]:
     (a budget, the first jobs) covers every model. Models keep the mapping's order."""
     rounds = max((len(order) for order in orders.values()), default=0)
     return [(model, order[k]) for k in range(rounds) for model, order in orders.items() if k < len(order)]
+
+
+def sweep_order(keys: Sequence[tuple[str, T]], order: str = "coarse-to-fine",
+                budget: Budget | int | str | None = None) -> list[tuple[str, T]]:
+    """(model, step) units in the order a sweep evaluates them (schema.ORDERS): "sequential" as given;
+    "coarse-to-fine" each model's steps in `coarse_to_fine` order, the models interleaved, so that any prefix of the
+    run covers every model's training span. `budget` (coarse-to-fine only): each model's first so many."""
+    if order == "sequential":
+        if budget is not None:
+            raise PlanningError("a budget cuts a coarse-to-fine order; a sequential sweep runs every step given")
+        return list(keys)
+    steps: dict[str, list] = {}
+    for model, step in keys:
+        steps.setdefault(model, []).append(step)
+    orders = {model: coarse_to_fine(found) for model, found in steps.items()}
+    if budget is not None:
+        orders = {model: found[:parse_budget(budget).of(len(found))] for model, found in orders.items()}
+    return interleave(orders)
 
 
 def job_slices(order: Sequence[T], per_job: int | None = None, jobs: int | None = None) -> list[list[T]]:
@@ -188,42 +206,6 @@ def curves_from_table(table: pd.DataFrame) -> dict[str, list[Curve]]:
         out.setdefault(model, []).append(Curve(task, tuple(int(s) for s in rows.step), tuple(rows.acc.astype(float)),
                                                tuple(rows.se.astype(float))))
     return out
-
-
-# ---------------------------------------------------------------------------------------------------- decisions
-@dataclass(frozen=True)
-class Decision:
-    """One choice of the planner, or why it stopped (step None). Enough to explain a run; one JSON line each."""
-
-    model: str
-    step: int | None  # the checkpoint chosen; None on a stop record
-    left: int | None  # the gap it was chosen in: its evaluated (or already chosen) neighbours
-    right: int | None
-    score: float | None  # the gap's score (gap_scores): CI half-widths the curve moves across it (None: coarse)
-    curve: str | None  # the curve with that score
-    uncertainty_left: float | None  # the largest score of any gap once this step is in (None: not scored yet)
-    rule: str  # one of RULES: why this step, or why the planner stopped
-    chosen: int  # checkpoints of the model evaluated or chosen, this one included
-
-    @property
-    def stopped(self) -> bool:
-        return self.step is None
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self))
-
-    @classmethod
-    def from_json(cls, line: str) -> Decision:
-        return cls(**json.loads(line))
-
-    def describe(self) -> str:
-        gap = f"({'-' if self.left is None else self.left}, {'-' if self.right is None else self.right})"
-        why = (f"{self.curve} moves {self.score:.2f} CI half-widths across {gap}"
-               if self.score is not None else f"coarse first pass, gap {gap}")
-        if self.stopped:
-            return f"{self.model}: stop ({self.rule.removeprefix('stop-')}) after {self.chosen} checkpoints; " + (
-                f"largest remaining: {why}" if self.score is not None else why)
-        return f"{self.model}: step {self.step} ({self.rule}): {why}"
 
 
 # ---------------------------------------------------------------------------------------------------- adaptive
@@ -397,11 +379,13 @@ def acquisition_interval(steps: Sequence[int], acc, fraction: float = 0.5, avail
 
 @dataclass(frozen=True)
 class Span:
-    """Between two evaluated steps, `skipped` checkpoints were not evaluated: the curve there is interpolated."""
+    """Between two evaluated steps, `skipped` checkpoints were not evaluated, the first at step `first`: the curve
+    there is interpolated, and a change seen at `right` is only known to happen at `first` or later."""
 
     left: int
     right: int
     skipped: int
+    first: int
 
 
 def interpolated_spans(evaluated: Sequence[int], available: Sequence[int]) -> list[Span]:
@@ -409,5 +393,7 @@ def interpolated_spans(evaluated: Sequence[int], available: Sequence[int]) -> li
     dashed, and expect an acquisition step inside one to be known only to lie in it). Available steps outside the
     evaluated range are not spans: nothing is drawn there."""
     done, grid = np.array(sorted(set(evaluated)), int), np.array(sorted(set(available)), int)
-    inside = np.searchsorted(grid, done[1:]) - np.searchsorted(grid, done[:-1], side="right")
-    return [Span(int(a), int(b), int(k)) for a, b, k in zip(done[:-1], done[1:], inside) if k > 0]
+    after = np.searchsorted(grid, done[:-1], side="right")
+    inside = np.searchsorted(grid, done[1:]) - after
+    return [Span(int(a), int(b), int(k), int(grid[i])) for a, b, k, i in zip(done[:-1], done[1:], inside, after)
+            if k > 0]

@@ -8,7 +8,9 @@ checkpoints are visible; with x = "loss" the axis is held-out loss, falling as t
 dashed grey line is chance (0.5) for minimal-pair tasks; a brown dash-dot line is the best n-gram baseline; bars at
 the foot of a panel mark the stages `analyze` found (below chance, or a significant drop), in the model's colour. On
 the curves, an open circle marks a checkpoint whose weights are identical to an earlier step's (`same_weights_as`):
-its value is that step's.
+its value is that step's. Where
+checkpoints were skipped (a coarse-to-fine sweep cut short, an adaptive sweep: `skipped_from`), a dot marks each
+evaluated checkpoint, so a straight stretch between dots reads as interpolated, not measured.
 """
 
 from __future__ import annotations
@@ -195,6 +197,7 @@ def line_grid(data: pd.DataFrame, panel: str, out_dir: Path, stem: str, title: s
     to_x = _x_of(data, x)
     drawn = _seed_means(data, panel, x, groups)
     panels = sorted(data[panel].unique())
+    skipped = "skipped_from" in data and bool(data.skipped_from.notna().any())
     titles = _short_titles(panels)
     lines = max(t.count("\n") + 1 for t in titles.values())
     ncols = min(NCOLS, len(panels))
@@ -206,7 +209,8 @@ def line_grid(data: pd.DataFrame, panel: str, out_dir: Path, stem: str, title: s
         for model, curve in sorted(rows.groupby("model"), key=lambda g: styles[g[0]]["order"]):
             curve = curve.sort_values(x)
             style = styles[model]
-            ax.plot(curve[x], curve.acc, color=style["color"], ls=style["linestyle"], lw=1.6)
+            ax.plot(curve[x], curve.acc, color=style["color"], ls=style["linestyle"], lw=1.6,
+                    marker="." if skipped else None, ms=5)
             ax.fill_between(curve[x], curve.ci_low, curve.ci_high, color=style["color"], alpha=0.18, lw=0)
             if "same_weights_as" in curve:
                 same = curve[curve.same_weights_as.notna()]
@@ -239,6 +243,8 @@ def line_grid(data: pd.DataFrame, panel: str, out_dir: Path, stem: str, title: s
         extras["stage: a drop"] = {"color": "0.3", "lw": 1.5}
     if "same_weights_as" in data and data.same_weights_as.notna().any():
         extras["same weights as an\nearlier step"] = {"color": "0.2", "ls": "", "marker": "o", "mfc": "none"}
+    if skipped:
+        extras["evaluated checkpoint\n(lines between: interpolated)"] = {"color": "0.2", "ls": "", "marker": "."}
     _legend(fig, styles, drawn.model.unique(), chance, extras)
     # Figures against loss sit beside those against steps: phenomena_by_loss.png next to phenomena.png.
     return save(fig, out_dir, stem + ("_by_loss" if x == "loss" else ""))

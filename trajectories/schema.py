@@ -8,6 +8,7 @@ Records round-trip through JSON in the layout the store has always written, so o
 from __future__ import annotations
 
 import enum
+import json
 import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar
@@ -236,6 +237,9 @@ EVICT_POLICIES = ("auto", "always", "never")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 EXECUTORS = ("local", "processes", "slurm")
 DUPLICATE_POLICIES = ("reuse", "evaluate")  # byte-identical checkpoints: evaluate one and reuse, or evaluate each
+# The order a sweep evaluates its units in: every prefix covering each model's training span evenly (planning.py),
+# or step by step, model by model.
+ORDERS = ("coarse-to-fine", "sequential")
 
 
 @dataclass(frozen=True)
@@ -247,6 +251,18 @@ class EvalSettings:
     blimp_dir: str | None = None
     evict: str = "auto"  # delete downloaded hub checkpoints once evaluated: one of EVICT_POLICIES
     tasks_dir: str | None = None  # the user's task folder (tasks.user_tasks_dir), absolute: workers run elsewhere
+
+
+@dataclass(frozen=True)
+class AdaptiveSettings:
+    """An adaptive sweep (planning.plan): after a coarse first pass, checkpoints are chosen where some curve moves
+    most relative to its CI, up to `budget` per model (planning.parse_budget: "40" or "30%"), or until every curve
+    is within `tolerance` CI half-widths of linear between evaluated neighbours. Not part of the spec: a later run
+    with a larger budget continues into the same folder."""
+
+    budget: str
+    tolerance: float = 1.0
+    first_pass: str = "10%"  # the first pass: this share of each model's coarse-to-fine order (at least 2)
 
 
 # ---------------------------------------------------------------------------------------------------- records
@@ -365,6 +381,45 @@ class FailureRecord:
                    str(data["reason"]), data.get("by"), at)
 
 
+# Why the adaptive planner (planning.plan) chose a checkpoint, or why it stopped choosing.
+DECISION_RULES = ("coarse", "change", "stop-budget", "stop-converged", "stop-exhausted")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One choice of the planner, or why it stopped (step None). Enough to explain a run; one JSON line each."""
+
+    model: str
+    step: int | None  # the checkpoint chosen; None on a stop record
+    left: int | None  # the gap it was chosen in: its evaluated (or already chosen) neighbours
+    right: int | None
+    score: float | None  # the gap's score (gap_scores): CI half-widths the curve moves across it (None: coarse)
+    curve: str | None  # the curve with that score
+    uncertainty_left: float | None  # the largest score of any gap once this step is in (None: not scored yet)
+    rule: str  # one of DECISION_RULES: why this step, or why the planner stopped
+    chosen: int  # checkpoints of the model evaluated or chosen, this one included
+
+    @property
+    def stopped(self) -> bool:
+        return self.step is None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, line: str) -> Decision:
+        return cls(**json.loads(line))
+
+    def describe(self) -> str:
+        gap = f"({'-' if self.left is None else self.left}, {'-' if self.right is None else self.right})"
+        why = (f"{self.curve} moves {self.score:.2f} CI half-widths across {gap}"
+               if self.score is not None else f"coarse first pass, gap {gap}")
+        if self.stopped:
+            return f"{self.model}: stop ({self.rule.removeprefix('stop-')}) after {self.chosen} checkpoints; " + (
+                f"largest remaining: {why}" if self.score is not None else why)
+        return f"{self.model}: step {self.step} ({self.rule}): {why}"
+
+
 class UnitState(str, enum.Enum):
     """Where a unit stands in a results folder (decided in one place: Store.unit)."""
 
@@ -447,9 +502,12 @@ CURVE_COLUMNS = (
     "acc", "acc_stderr", "ci_low", "ci_high", "ci_method", "n", "seed", "grouping",
 )
 #   same_weights_as: the step whose results a unit carries because its weights are byte-identical (UnitRecord).
-#   A table has it only when some row does, so tables of sweeps without duplicates are as they always were.
-CURVE_OPTIONAL_COLUMNS = ("same_weights_as",)
-CURVE_OPTIONAL_DTYPES = {"same_weights_as": "Int64"}
+#   skipped_from: the first of the model's checkpoints right before this step that were not evaluated (skipped by
+#   an adaptive or cut-short sweep, or failed): the curve is interpolated from the previous evaluated step up to
+#   here, and a change seen at this step is only known to happen at or after skipped_from.
+#   A table has one only when some row does, so tables of sweeps without duplicates or gaps are as they always were.
+CURVE_OPTIONAL_COLUMNS = ("same_weights_as", "skipped_from")
+CURVE_OPTIONAL_DTYPES = {"same_weights_as": "Int64", "skipped_from": "Int64"}
 CURVE_KEY = ("model", "step", "level", "task")  # one row per key
 CURVE_DTYPES = {"params": "Int64", "tokens": "Int64", "step": "int64", "n": "Int64", "deduped": "bool",
                 "seed": "Int64"}

@@ -1,5 +1,5 @@
-"""Statistics shared by curves and analysis: bootstrap replicates of accuracy curves (resampling items), and
-normal-approximation intervals where there are no items.
+"""Statistics shared by curves and analysis: bootstrap replicates of accuracy curves (resampling items),
+normal-approximation intervals where there are no items, and CIs of interval-censored estimates.
 
 A replicate is one redraw of a task's items, used at every step, so differences between steps keep their pairing; a
 phenomenon's replicate is the mean of its paradigms' replicates. Replicates are seeded per curve, so a curve's do not
@@ -18,6 +18,12 @@ from trajectories.schema import phenomenon_key
 
 Z95 = 1.959963984540054
 N_BOOT = 1000
+
+
+def censored_ci(low: np.ndarray, high: np.ndarray) -> tuple[float, float]:
+    """95% CI from replicate intervals: 2.5% quantile of the lower ends, 97.5% quantile of the upper ends."""
+    return (float(np.quantile(low, 0.025, method="inverted_cdf")),
+            float(np.quantile(high, 0.975, method="inverted_cdf")))
 
 
 @dataclass

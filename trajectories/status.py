@@ -23,6 +23,10 @@ def status_lines(store: Store) -> list[str]:
         mine = [u for u in requested if u[0] == model]
         n_done, n_failed, n_damaged = (sum(u in found for u in mine) for found in (done, failed, damaged))
         lines.append(f"{model:<24}{n_done:>6}{n_failed:>8}{n_damaged:>9}{len(mine) - n_done - n_failed - n_damaged:>9}")
+    last = {d.model: d for d in store.decisions()}
+    lines += [f"  adaptive, last decision: {d.describe()}" for _, d in sorted(last.items())]
+    if last:
+        lines.append(f"  (decisions in {store.decisions_path}; checkpoints not chosen count as pending)")
     lines += [f"  failed {model} step {step}: {reason}" for (model, step), reason in sorted(failed.items())]
     reused = {k: u.record.same_weights_as for k, u in units.items()
               if u.state is UnitState.DONE and u.record.same_weights_as is not None}

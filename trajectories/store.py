@@ -17,6 +17,7 @@ An OUT holds one experiment: a grammar sweep (schema.SweepSpec) or a memorizatio
                                              sweep
     OUT/plots/, OUT/report/                  figures and the analysis report
     OUT/wandb.json                           the W&B run of the sweep and the checkpoints logged to it
+    OUT/adaptive.jsonl                       an adaptive sweep's decisions (schema.Decision), one JSON line each
 
 A unit's state (schema.UnitState) is decided in one place, `Store.unit`: it is done only when its record parses, is
 the record of its (model, step), matches the folder's spec, and its items file is readable with the rows the record
@@ -47,6 +48,7 @@ from trajectories.schema import (
     MEMORIZATION_COLUMNS,
     ROW_COLUMNS,
     Checkpoint,
+    Decision,
     FailureRecord,
     MemorizationSpec,
     StoredUnit,
@@ -99,6 +101,7 @@ class Store:
         self.imported_path = self.out / "imported.parquet"
         self.imported_items_path = self.out / "imported.items.parquet"
         self.wandb_path = self.out / "wandb.json"
+        self.decisions_path = self.out / "adaptive.jsonl"
         self.rows_path = self.out / "rows.parquet"
         self._manifest_cache: dict | None = None
         self._rows_cache: pd.DataFrame | None = None
@@ -431,6 +434,27 @@ class Store:
                 continue
             found.append(record)
         return found, damaged
+
+    # ---------------------------------------------------------------- adaptive sweeps
+    def decisions(self) -> list[Decision]:
+        """Every decision adaptive sweeps into OUT made, in order (empty when none did)."""
+        try:
+            lines = self.decisions_path.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            return []
+        try:
+            return [Decision.from_json(line) for line in lines if line.strip()]
+        except _DAMAGE as err:
+            raise StoreError(
+                f"{self.decisions_path} is damaged ({_why(err)}); it only explains the choices made (the next choices "
+                "depend on the results alone): move it aside and run the adaptive sweep again") from err
+
+    def add_decisions(self, decisions: list[Decision]) -> None:
+        """Append decisions, before the checkpoints they choose are evaluated, so a run that is stopped resumes
+        them. The file is rewritten whole (atomically): a crash leaves the old decisions or the new, never half."""
+        if decisions:
+            lines = [d.to_json() for d in self.decisions() + list(decisions)]
+            write_text(self.decisions_path, "\n".join(lines) + "\n")
 
     # ---------------------------------------------------------------- tables
     @staticmethod
