@@ -128,12 +128,13 @@ def test_the_default_demo_plants_its_canaries_by_thirds():
     config = train.DEFAULT
     stream = np.zeros((config.steps, config.batch_size, 4), np.int64)
     table = train.plant_canaries(stream, config, np.arange(10, 500))
-    assert len(table) == 3 * 2 * sum(config.canary_repetitions) == 1530 and table.row.is_unique
-    assert (stream.reshape(-1, 4)[table.row] != 0).all() and (stream != 0).any(2).sum() == 1530
+    per_count = config.canaries_per_count
+    assert len(table) == 3 * per_count * sum(config.canary_repetitions) == 3060 and table.row.is_unique
+    assert (stream.reshape(-1, 4)[table.row] != 0).all() and (stream != 0).any(2).sum() == 3060
     for (region, count), occurrences in table.groupby(["region", "repetitions"]):
         third = train.REGIONS.index(region)
         lo, hi = third * 256, (third + 1) * 256
-        assert occurrences.canary.nunique() == 2 and len(occurrences) == 2 * count
+        assert occurrences.canary.nunique() == per_count and len(occurrences) == per_count * count
         assert occurrences.step.between(lo, hi - 1).all()
         last = occurrences.groupby("canary").step.max()
         assert (last >= hi - 32).all()  # last seen near the end of its third, whatever its count
