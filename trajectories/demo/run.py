@@ -27,6 +27,7 @@ MEMORIZATION_SAMPLE = {train.DEFAULT: 256, train.QUICK: 128}
 # for them.
 BAN_EOS = False
 N_BOOT = 500  # bootstrap replicates of the demo's analysis: half the default, to keep the demo short
+QUICK_N_BOOT = 200  # --quick: the analysis, not the sweep, dominates its time
 SEEDS = 0  # extra seeds of the small sizes (train.TrainConfig.seed_sizes): `--seeds K` trains them
 
 
@@ -45,6 +46,7 @@ def run_demo(out: str | Path = "results/demo", quick: bool = False, device: str 
     """The whole demo; `config`, `limit` and `n_boot` override the preset (tests use smaller ones)."""
     config = config or (train.QUICK if quick else train.DEFAULT)
     limit = limit or (QUICK_LIMIT if quick else DEFAULT_LIMIT)
+    n_boot = n_boot or (QUICK_N_BOOT if quick else N_BOOT)
     started = time.perf_counter()
     out = Path(out)
 
@@ -66,7 +68,7 @@ def run_demo(out: str | Path = "results/demo", quick: bool = False, device: str 
 
     print("4/4 figures and reports: onsets, stages, seeds, item agreement, matched loss, n-gram baselines; "
           "memorization", flush=True)
-    analysis = tj.analyze(out / "sweep", n_boot=n_boot or N_BOOT, ngram_corpus=suite_dir / "corpus.txt")
+    analysis = tj.analyze(out / "sweep", n_boot=n_boot, ngram_corpus=suite_dir / "corpus.txt")
     memorization = tj.analyze(out / "memorization")
     print("\nfinal accuracy per paradigm and model:")
     print(final_accuracies(tj.load_curves(out / "sweep")))
