@@ -19,6 +19,7 @@ import resource
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -204,6 +205,22 @@ def check_finite(ckpt: Checkpoint, items: pd.DataFrame) -> None:
         raise EvaluationError(f"{ckpt.describe()}: {bad} items have NaN or infinite log-probabilities")
 
 
+@contextmanager
+def loading(ckpt: Checkpoint, fetcher: Prefetcher, next_ckpt: Checkpoint | None):
+    """Around a unit's load stage: any failure (missing revision, corrupt weights) fails the unit as an
+    EvaluationError naming the checkpoint (the load guard's own errors pass through as they are), and the next
+    checkpoint starts fetching either way."""
+    try:
+        yield
+    except EvaluationError:
+        raise
+    except Exception as err:  # noqa: BLE001 - any load failure fails the unit, not the sweep
+        raise EvaluationError(f"could not load {ckpt.describe()}: {type(err).__name__}: {err}") from err
+    finally:
+        if next_ckpt is not None:
+            fetcher.prefetch(next_ckpt)
+
+
 class Evaluator:
     """Evaluates checkpoints one after another, paying the fixed costs once: lm-eval's task objects are built once,
     one lm-eval model object serves every checkpoint of a model (only its torch module changes), tokenizations are
@@ -227,7 +244,7 @@ class Evaluator:
 
     def load(self, ckpt: Checkpoint, next_ckpt: Checkpoint | None = None) -> FetchedCheckpoint:
         """Stage fetch + load: the checkpoint's model in the lm-eval model object; the next one starts fetching."""
-        try:
+        with loading(ckpt, self.fetcher, next_ckpt):
             fetched = self.fetcher.get(ckpt)
             self.model_loads += 1
             model = fetched.model.to(self.settings.device)
@@ -241,13 +258,6 @@ class Evaluator:
                     token_cache=self.token_caches.setdefault(identity[1], {}),
                 )
                 self.lm_identity = identity
-        except EvaluationError:
-            raise
-        except Exception as err:  # noqa: BLE001 - any load failure (missing revision, corrupt weights) fails the unit
-            raise EvaluationError(f"could not load {ckpt.describe()}: {type(err).__name__}: {err}") from err
-        finally:
-            if next_ckpt is not None:
-                self.fetcher.prefetch(next_ckpt)
         return fetched
 
     def run(self) -> dict:

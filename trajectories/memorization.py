@@ -30,7 +30,7 @@ import torch
 
 from trajectories import hub
 from trajectories.errors import UserError
-from trajectories.evaluate import EvaluationError, Prefetcher, checkpoint_dtype, provenance
+from trajectories.evaluate import EvaluationError, Prefetcher, checkpoint_dtype, loading, provenance
 from trajectories.schema import (
     MEMORIZATION_COLUMNS,
     Checkpoint,
@@ -188,17 +188,10 @@ class MemorizationEvaluator:
         self.model_loads = 0  # lets tests prove that a resume evaluates nothing
 
     def load(self, ckpt: Checkpoint, next_ckpt: Checkpoint | None):
-        try:
+        with loading(ckpt, self.fetcher, next_ckpt):
             fetched = self.fetcher.get(ckpt)
             self.model_loads += 1
             return fetched, fetched.model.to(self.settings.device)
-        except EvaluationError:  # the load guard's, which names what is wrong
-            raise
-        except Exception as err:  # noqa: BLE001 - any load failure (missing revision, corrupt weights) fails the unit
-            raise EvaluationError(f"could not load {ckpt.describe()}: {type(err).__name__}: {err}") from err
-        finally:
-            if next_ckpt is not None:
-                self.fetcher.prefetch(next_ckpt)
 
     def score(self, model, ckpt: Checkpoint) -> pd.DataFrame:
         variant = data_variant(ckpt.model)
